@@ -1,0 +1,2 @@
+//! Flotilla's apiserver (being written).
+pub mod store;

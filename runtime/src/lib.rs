@@ -1,0 +1,3 @@
+//! The container runtime: OCI image store, Dockerfile builder, registry client, containers.
+//!
+//! Nothing here yet: the runtime arrives with the runtime issues.
