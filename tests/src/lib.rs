@@ -1,2 +1,252 @@
 //! Harness for Flotilla's end-to-end tests: starts real apiserver processes through
-//! `deploy/local-cluster` and gives tests clients for them.
+//! `deploy/local-cluster` (the same entry point users and benchmarks use), and gives tests
+//! HTTPS clients for each replica.
+//!
+//! A [`Cluster`] is torn down when dropped, also when the test panics, so no process or
+//! directory outlives a failed test. Binaries are taken from the target directory the test
+//! itself was built into (`cargo test --workspace` builds every binary first).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+/// The checkout's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The directory holding the workspace's binaries for the profile this test was built with.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/PROFILE/deps/TEST-HASH -> target/PROFILE
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A binary of the workspace; fails with what to do when it was not built.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!("{} is missing: run the tests with `cargo test --workspace` so every binary is built", p.display());
+    }
+    Ok(p)
+}
+
+/// kubectl's path, or None (tests then skip with a printed notice).
+pub fn kubectl() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("kubectl")).find(|p| p.is_file())
+    })
+}
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    env: BTreeMap<String, String>,
+    token: String,
+    ca_pem: Vec<u8>,
+}
+
+impl Cluster {
+    /// Starts `replicas` apiserver replicas on loopback and waits until each answers.
+    pub fn up(replicas: usize) -> anyhow::Result<Cluster> {
+        Self::up_with(replicas, &[])
+    }
+
+    /// Like `up`, with extra environment for the script (e.g. FLOTILLA_SNAPSHOT_EVERY).
+    pub fn up_with(replicas: usize, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+        binary("apiserver")?;
+        binary("ctl")?;
+        let dir = tempfile::Builder::new().prefix("flotilla-test-").tempdir().context("making a temporary directory")?;
+        let mut cmd = Command::new(repo_root().join("deploy/local-cluster"));
+        cmd.args(["up", "--dir"]).arg(dir.path()).args(["--replicas", &replicas.to_string()]);
+        cmd.env("FLOTILLA_BIN_DIR", bin_dir());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().context("running deploy/local-cluster up")?;
+        let mut cluster = Cluster { dir, env: BTreeMap::new(), token: String::new(), ca_pem: Vec::new() };
+        if !out.status.success() {
+            bail!(
+                "deploy/local-cluster up failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        cluster.reload_env()?;
+        let tokens = std::fs::read_to_string(cluster.dir.path().join("tokens.csv")).context("reading tokens.csv")?;
+        cluster.token = tokens
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.split(',').nth(2) == Some("admin"))
+            .and_then(|l| l.split(',').next())
+            .context("no admin token in tokens.csv")?
+            .to_string();
+        cluster.ca_pem = std::fs::read(cluster.dir.path().join("pki/ca.crt")).context("reading the cluster CA")?;
+        Ok(cluster)
+    }
+
+    fn reload_env(&mut self) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(self.dir.path().join("cluster.env")).context("reading cluster.env")?;
+        self.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// Replica ids, 1..=N.
+    pub fn replica_ids(&self) -> Vec<u64> {
+        let n = self.env.keys().filter(|k| k.starts_with("REPLICA_") && k.ends_with("_API")).count() as u64;
+        (1..=n).collect()
+    }
+
+    /// "127.0.0.1:PORT" of a replica's API.
+    pub fn api_addr(&self, id: u64) -> String {
+        self.env.get(&format!("REPLICA_{id}_API")).cloned().unwrap_or_default()
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("https://{}{}", self.api_addr(id), path)
+    }
+
+    /// An HTTPS client that trusts the cluster CA and sends the given bearer token.
+    pub fn http_with_token(&self, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+        let ca = reqwest::Certificate::from_pem(&self.ca_pem).context("parsing the cluster CA")?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+        }
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()?)
+    }
+
+    /// An admin HTTPS client.
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
+        self.http_with_token(Some(&self.token))
+    }
+
+    /// Stops a replica with a signal ("KILL" for kill -9, "TERM" for a clean stop).
+    pub fn stop_replica(&self, id: u64, signal: &str) -> anyhow::Result<()> {
+        self.script(&["stop-replica", &id.to_string(), "--signal", signal])
+    }
+
+    pub fn start_replica(&self, id: u64) -> anyhow::Result<()> {
+        self.script(&["start-replica", &id.to_string()])
+    }
+
+    /// Starts one more replica and adds it through the admin API; returns its id.
+    pub fn add_replica(&mut self) -> anyhow::Result<u64> {
+        self.script(&["add-replica"])?;
+        self.reload_env()?;
+        Ok(self.replica_ids().len() as u64)
+    }
+
+    fn script(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(repo_root().join("deploy/local-cluster"))
+            .args(&args[..1])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&args[1..])
+            .env("FLOTILLA_BIN_DIR", bin_dir())
+            .output()
+            .with_context(|| format!("running deploy/local-cluster {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "deploy/local-cluster {} failed:\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The cluster's own view of its replicas (GET /flotilla/v1/cluster on the given replica).
+    pub async fn status(&self, via: u64) -> anyhow::Result<Value> {
+        let resp = self.http()?.get(self.url(via, "/flotilla/v1/cluster")).send().await?;
+        Ok(resp.error_for_status()?.json().await?)
+    }
+
+    /// The current leader's id, waiting up to `timeout` for one to be elected and seen by `via`.
+    pub async fn leader(&self, via: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(s) = self.status(via).await {
+                if let Some(l) = s.get("leader").and_then(Value::as_u64) {
+                    let leader_healthy = s["replicas"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|r| r["id"] == l && r["healthy"] == true && r["role"] == "leader"));
+                    if leader_healthy {
+                        return Ok(l);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no leader seen through replica {via} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the `ctl` binary with this cluster's kubeconfig.
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new(binary("ctl")?).arg("--kubeconfig").arg(self.kubeconfig()).args(args).output()?)
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig, or None when kubectl is absent.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Option<Output>> {
+        let Some(k) = kubectl() else { return Ok(None) };
+        let mut cmd = Command::new(k);
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
+        cmd.env("KUBECACHEDIR", self.dir.path().join("kubecache"));
+        cmd.env("HOME", self.dir.path());
+        let out = match stdin {
+            Some(input) => {
+                use std::io::Write;
+                cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+                let mut child = cmd.spawn()?;
+                if let Some(mut s) = child.stdin.take() {
+                    s.write_all(input.as_bytes())?;
+                }
+                child.wait_with_output()?
+            }
+            None => cmd.output()?,
+        };
+        Ok(Some(out))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("deploy/local-cluster"))
+            .arg("down")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .env("FLOTILLA_BIN_DIR", bin_dir())
+            .output();
+    }
+}

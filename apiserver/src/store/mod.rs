@@ -1,1 +1,694 @@
-//! (being written)
+//! The apiserver's Raft-replicated, durable store of objects by key.
+//!
+//! Layout: `types` holds the public data types and openraft's type configuration; `log_store`
+//! keeps the Raft log, vote and committed index in redb (fsynced before openraft hears that
+//! entries are written); `state_machine` applies commands to an in-memory map, publishes watch
+//! events and writes snapshots; `network` sends Raft RPCs to peers as JSON over HTTP(S); `peer`
+//! is the router that receives them, plus write forwarding, read index, membership changes and
+//! status. This module ties them together in [`Store`].
+
+mod log_store;
+mod network;
+mod peer;
+mod state_machine;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
+};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+pub use types::{
+    ApplyResult, ClusterStatus, Command, Event, EventKind, Replica, ReplicaId, ReplicaStatus,
+    StoreError, TypeConfig,
+};
+
+use log_store::LogStore;
+use peer::{MembershipChange, PeerReply};
+use state_machine::{Live, Shared, StateMachine};
+use types::Raft;
+
+/// A stream of watch events; an `Err` item ends it.
+pub type WatchStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Event, StoreError>> + Send>>;
+
+/// How to open a [`Store`].
+pub struct StoreConfig {
+    pub id: ReplicaId,
+    pub data_dir: PathBuf,
+    pub me: Replica,
+    /// client for peer RPCs; the lead passes one with mutual TLS, tests may pass a plain one
+    pub peer_client: reqwest::Client,
+    /// "https" or "http"
+    pub peer_scheme: &'static str,
+    /// events kept for watch-from-revision
+    pub history_limit: usize,
+    /// build a snapshot (and compact the log) after this many entries
+    pub snapshot_every: u64,
+    /// log entries kept behind the latest snapshot, so that a briefly lagging follower catches
+    /// up from the log instead of a whole snapshot
+    pub logs_kept_after_snapshot: u64,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// how long a write or read barrier waits for a leader before failing with Unavailable
+    pub leader_wait: Duration,
+}
+
+impl StoreConfig {
+    /// A configuration with the default limits and timings.
+    pub fn new(
+        id: ReplicaId,
+        data_dir: PathBuf,
+        me: Replica,
+        peer_client: reqwest::Client,
+        peer_scheme: &'static str,
+    ) -> Self {
+        StoreConfig {
+            id,
+            data_dir,
+            me,
+            peer_client,
+            peer_scheme,
+            history_limit: 100_000,
+            snapshot_every: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            leader_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A handle to this replica of the store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: ReplicaId,
+    me: Replica,
+    raft: Raft,
+    shared: Arc<Shared>,
+    client: reqwest::Client,
+    scheme: &'static str,
+    leader_wait: Duration,
+}
+
+/// Why a forwarded request failed, and whether it may have been delivered.
+enum ForwardError {
+    /// the request never reached the peer: safe to retry
+    NotSent(String),
+    /// the peer may have acted on it
+    Ambiguous(String),
+}
+
+impl Store {
+    /// Opens the replica from `cfg.data_dir` (creating it) and starts its Raft node.
+    pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StoreError::Storage(format!(
+                "create data directory {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        let log = LogStore::open(cfg.data_dir.join("raft-log.redb")).await?;
+        let (sm, shared) =
+            StateMachine::open(cfg.data_dir.join("snapshots"), cfg.history_limit).await?;
+        let config = Config {
+            cluster_name: "flotilla".to_string(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_min_ms,
+            election_timeout_max: cfg.election_max_ms,
+            install_snapshot_timeout: 5_000,
+            snapshot_max_chunk_size: 1 << 20,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| {
+            StoreError::Storage(format!(
+                "invalid raft configuration: {e}; check the timing options"
+            ))
+        })?;
+        let network = network::PeerNetwork {
+            id: cfg.id,
+            client: cfg.peer_client.clone(),
+            scheme: cfg.peer_scheme,
+        };
+        let raft = Raft::new(cfg.id, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| {
+                StoreError::Storage(format!("start raft from {}: {e}", cfg.data_dir.display()))
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                id: cfg.id,
+                me: cfg.me,
+                raft,
+                shared,
+                client: cfg.peer_client,
+                scheme: cfg.peer_scheme,
+                leader_wait: cfg.leader_wait,
+            }),
+        })
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.inner.id
+    }
+
+    /// First start of a cluster: every replica may call it with the same members; a no-op on an
+    /// initialized replica.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<ReplicaId, Replica>,
+    ) -> Result<(), StoreError> {
+        let initialized = self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if initialized {
+            return Ok(());
+        }
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(
+                StoreError::Membership(format!("{e}; list this replica among the initial members")),
+            ),
+            Err(RaftError::Fatal(e)) => Err(unavailable(&e)),
+        }
+    }
+
+    /// The peer router: raft RPCs (append, vote, snapshot), write forwarding, read-index,
+    /// membership changes and status. Serve it on the peer listener, apart from the Kubernetes
+    /// paths.
+    pub fn peer_router(&self) -> axum::Router {
+        peer::router(self.clone())
+    }
+
+    /// Proposes `cmd`, forwarded to the leader when this replica is not it; waits out an
+    /// election (for up to `leader_wait`) and then fails with Unavailable. Returns the log index
+    /// and the result.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, ApplyResult), StoreError> {
+        let c = cmd.clone();
+        self.on_leader(
+            peer::PATH_WRITE,
+            &cmd,
+            false,
+            self.inner.leader_wait,
+            || self.write_local(c.clone()),
+        )
+        .await
+    }
+
+    /// Linearizable read barrier (read index): the leader confirms its leadership, a follower
+    /// asks the leader for its read index; then this replica waits until it has applied it.
+    /// Returns the revision to read at.
+    pub async fn read_barrier(&self) -> Result<u64, StoreError> {
+        let start = Instant::now();
+        let index = self
+            .on_leader(
+                peer::PATH_READ_INDEX,
+                &(),
+                true,
+                self.inner.leader_wait,
+                || self.read_index_local(),
+            )
+            .await?;
+        let left = self
+            .inner
+            .leader_wait
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(1));
+        self.wait_applied(index, left).await?;
+        Ok(self.revision())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<serde_json::Value>> {
+        self.inner.shared.read().objects.get(key).cloned()
+    }
+
+    /// All objects whose key starts with `prefix`, in key order, and the revision (last applied
+    /// index) they were read at.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<serde_json::Value>>, u64) {
+        let d = self.inner.shared.read();
+        let items = d
+            .objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, d.revision())
+    }
+
+    /// The index of the latest snapshot this replica holds (0 when none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    /// The index up to which this replica's log has been purged (0 when nothing was).
+    pub fn purged_index(&self) -> u64 {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .purged
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    /// The leader this replica currently knows of.
+    pub fn leader(&self) -> Option<ReplicaId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// The last applied log index.
+    pub fn revision(&self) -> u64 {
+        self.inner.shared.read().revision()
+    }
+
+    /// Every event with revision > `from_revision` whose key starts with `prefix`, in order:
+    /// first from the kept history, then live. A revision older than the kept history is Gone; a
+    /// live receiver that falls behind (or meets a snapshot install) gets a final Gone item so
+    /// that the client lists again.
+    pub fn watch(&self, prefix: &str, from_revision: u64) -> Result<WatchStream, StoreError> {
+        let shared = self.inner.shared.clone();
+        // Subscribing under the read lock makes history and live events meet without a gap or
+        // an overlap: apply publishes under the write lock.
+        let (backlog, rx, last) = {
+            let d = shared.read();
+            if from_revision < d.floor {
+                return Err(StoreError::Gone {
+                    requested: from_revision,
+                    oldest: d.floor,
+                });
+            }
+            let backlog: Vec<Result<Event, StoreError>> = d
+                .history
+                .iter()
+                .filter(|e| e.revision > from_revision && e.key.starts_with(prefix))
+                .cloned()
+                .map(Ok)
+                .collect();
+            (
+                backlog,
+                shared.live.subscribe(),
+                from_revision.max(d.revision()),
+            )
+        };
+        let prefix = prefix.to_string();
+        let live = futures::stream::unfold(Some((rx, last)), move |state| {
+            let prefix = prefix.clone();
+            let shared = shared.clone();
+            async move {
+                let (mut rx, mut last) = state?;
+                loop {
+                    match rx.recv().await {
+                        Ok(Live::Event(ev)) => {
+                            if ev.revision > from_revision && ev.key.starts_with(&prefix) {
+                                last = last.max(ev.revision);
+                                return Some((Ok(ev), Some((rx, last))));
+                            }
+                        }
+                        Ok(Live::Reset { revision }) => {
+                            return Some((
+                                Err(StoreError::Gone {
+                                    requested: last,
+                                    oldest: revision,
+                                }),
+                                None,
+                            ))
+                        }
+                        Ok(Live::Closed) | Err(RecvError::Closed) => {
+                            return Some((
+                                Err(StoreError::Unavailable("the store is shutting down".into())),
+                                None,
+                            ))
+                        }
+                        Err(RecvError::Lagged(_)) => {
+                            let oldest = shared.read().floor;
+                            return Some((
+                                Err(StoreError::Gone {
+                                    requested: last,
+                                    oldest,
+                                }),
+                                None,
+                            ));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(futures::stream::iter(backlog).chain(live)))
+    }
+
+    /// Adds a replica: first as a learner (waiting until it has caught up), then as a voter.
+    pub async fn add_replica(&self, id: ReplicaId, replica: Replica) -> Result<(), StoreError> {
+        let change = MembershipChange::Add { id, replica };
+        let c = change.clone();
+        // Catching up a learner may take a whole snapshot transfer: allow more than a write.
+        let wait = self.inner.leader_wait * 6;
+        self.on_leader(peer::PATH_MEMBERSHIP, &change, true, wait, || {
+            self.membership_local(c.clone())
+        })
+        .await
+    }
+
+    /// Removes a replica from the cluster (voter or learner).
+    pub async fn remove_replica(&self, id: ReplicaId) -> Result<(), StoreError> {
+        let change = MembershipChange::Remove { id };
+        let c = change.clone();
+        self.on_leader(
+            peer::PATH_MEMBERSHIP,
+            &change,
+            true,
+            self.inner.leader_wait,
+            || self.membership_local(c.clone()),
+        )
+        .await
+    }
+
+    /// This replica's view of the cluster: each member's own status fetched from its peer router
+    /// with a short timeout (unreachable -> healthy false with the error).
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let nodes: Vec<(ReplicaId, Replica)> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let voters: BTreeSet<ReplicaId> =
+            metrics.membership_config.membership().voter_ids().collect();
+        let fetches = nodes.into_iter().map(|(id, node)| {
+            let voter = voters.contains(&id);
+            async move {
+                if id == self.inner.id {
+                    return self.local_status();
+                }
+                let url = format!(
+                    "{}://{}{}",
+                    self.inner.scheme,
+                    node.peer_addr,
+                    peer::PATH_STATUS
+                );
+                let res = async {
+                    let resp = self
+                        .inner
+                        .client
+                        .get(&url)
+                        .timeout(Duration::from_secs(1))
+                        .send()
+                        .await?;
+                    resp.error_for_status()?.json::<ReplicaStatus>().await
+                }
+                .await;
+                match res {
+                    Ok(s) => s,
+                    Err(e) => ReplicaStatus {
+                        id,
+                        api_addr: node.api_addr,
+                        peer_addr: node.peer_addr,
+                        role: "unknown".to_string(),
+                        voter,
+                        term: 0,
+                        last_log_index: 0,
+                        last_applied: 0,
+                        healthy: false,
+                        error: Some(format!("fetch {url}: {e}")),
+                    },
+                }
+            }
+        });
+        let replicas = futures::future::join_all(fetches).await;
+        ClusterStatus {
+            leader: metrics.current_leader,
+            replicas,
+        }
+    }
+
+    /// Stops the Raft node; watches end with Unavailable. Safe to call more than once.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let res = self.inner.raft.shutdown().await;
+        let _ = self.inner.shared.live.send(Live::Closed);
+        res.map_err(|e| StoreError::Storage(format!("stop raft: {e}")))
+    }
+
+    // ---- the leader-side operations, run locally or on behalf of a peer ----
+
+    pub(crate) async fn write_local(&self, cmd: Command) -> PeerReply<(u64, ApplyResult)> {
+        match self.inner.raft.client_write(cmd).await {
+            Ok(resp) => match resp.data {
+                Some(r) => PeerReply::Ok((resp.log_id.index, r)),
+                None => PeerReply::Unavailable(format!(
+                    "entry {} was applied without a result",
+                    resp.log_id.index
+                )),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                retry(f, "not the leader")
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                PeerReply::Refused(e.to_string())
+            }
+            Err(RaftError::Fatal(e)) => {
+                PeerReply::Unavailable(format!("replica {} stopped: {e}", self.inner.id))
+            }
+        }
+    }
+
+    pub(crate) async fn read_index_local(&self) -> PeerReply<u64> {
+        match self.inner.raft.get_read_log_id().await {
+            Ok((read, _applied)) => PeerReply::Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                retry(f, "not the leader")
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => PeerReply::Retry {
+                leader: None,
+                reason: e.to_string(),
+            },
+            Err(RaftError::Fatal(e)) => {
+                PeerReply::Unavailable(format!("replica {} stopped: {e}", self.inner.id))
+            }
+        }
+    }
+
+    pub(crate) async fn membership_local(&self, change: MembershipChange) -> PeerReply<()> {
+        let raft = &self.inner.raft;
+        let res = match change {
+            MembershipChange::Add { id, replica } => {
+                match raft.add_learner(id, replica, true).await {
+                    Ok(_) => {
+                        raft.change_membership(
+                            ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                            false,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            MembershipChange::Remove { id } => {
+                let is_voter = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                raft.change_membership(change, false).await
+            }
+        };
+        match res {
+            Ok(_) => PeerReply::Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                retry(f, "not the leader")
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                PeerReply::Refused(e.to_string())
+            }
+            Err(RaftError::Fatal(e)) => {
+                PeerReply::Unavailable(format!("replica {} stopped: {e}", self.inner.id))
+            }
+        }
+    }
+
+    pub(crate) fn local_status(&self) -> ReplicaStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ReplicaStatus {
+            id: self.inner.id,
+            api_addr: self.inner.me.api_addr.clone(),
+            peer_addr: self.inner.me.peer_addr.clone(),
+            role: role.to_string(),
+            voter: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.inner.id),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            healthy: m.running_state.is_ok() && m.state != ServerState::Shutdown,
+            error: m.running_state.err().map(|e| e.to_string()),
+        }
+    }
+
+    // ---- helpers ----
+
+    /// Runs `local` here, or forwards `req` to the leader it names, retrying through elections
+    /// until `wait` has passed. A forwarded request that may have reached the leader is retried
+    /// only when `idempotent`.
+    async fn on_leader<Req, T, F, Fut>(
+        &self,
+        path: &str,
+        req: &Req,
+        idempotent: bool,
+        wait: Duration,
+        local: F,
+    ) -> Result<T, StoreError>
+    where
+        Req: Serialize,
+        T: DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: Future<Output = PeerReply<T>>,
+    {
+        let deadline = Instant::now() + wait;
+        let mut why;
+        loop {
+            let reply = match local().await {
+                PeerReply::Retry {
+                    leader: Some((id, node)),
+                    ..
+                } if id != self.inner.id => {
+                    match self.forward::<Req, T>(&node, path, req, wait).await {
+                        Ok(r) => r,
+                        Err(ForwardError::NotSent(e)) => PeerReply::Retry {
+                            leader: None,
+                            reason: e,
+                        },
+                        Err(ForwardError::Ambiguous(e)) if idempotent => PeerReply::Retry {
+                            leader: None,
+                            reason: e,
+                        },
+                        Err(ForwardError::Ambiguous(e)) => {
+                            return Err(StoreError::Unavailable(format!(
+                                "{e}; the outcome is unknown, read the object before retrying"
+                            )))
+                        }
+                    }
+                }
+                other => other,
+            };
+            match reply {
+                PeerReply::Ok(t) => return Ok(t),
+                PeerReply::Unavailable(e) => return Err(StoreError::Unavailable(e)),
+                PeerReply::Refused(e) => return Err(StoreError::Membership(e)),
+                PeerReply::Retry { reason, .. } => why = reason,
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "no leader could be reached within {wait:?} ({why}); check that a majority of replicas is up"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn forward<Req: Serialize, T: DeserializeOwned>(
+        &self,
+        leader: &Replica,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<PeerReply<T>, ForwardError> {
+        let url = format!("{}://{}{}", self.inner.scheme, leader.peer_addr, path);
+        let resp = self
+            .inner
+            .client
+            .post(&url)
+            .timeout(timeout)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    ForwardError::NotSent(format!("connect to leader at {url}: {e}"))
+                } else {
+                    ForwardError::Ambiguous(format!("forward to leader at {url}: {e}"))
+                }
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(ForwardError::Ambiguous(format!(
+                "leader at {url} answered {status}"
+            )));
+        }
+        resp.json::<PeerReply<T>>().await.map_err(|e| {
+            ForwardError::Ambiguous(format!("read the answer of the leader at {url}: {e}"))
+        })
+    }
+
+    async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut rx = self.inner.shared.applied.subscribe();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= index))
+            .await
+            .map(|r| r.map(|_| ()));
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the store is shutting down".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "this replica did not apply index {index} within {timeout:?}; it may be cut off from the leader"
+            ))),
+        }
+    }
+}
+
+fn retry<T>(f: ForwardToLeader<ReplicaId, Replica>, reason: &str) -> PeerReply<T> {
+    PeerReply::Retry {
+        leader: f.leader_id.zip(f.leader_node),
+        reason: reason.to_string(),
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("the raft node stopped: {e}"))
+}

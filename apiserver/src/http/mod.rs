@@ -1,0 +1,193 @@
+//! The HTTP API: Kubernetes paths, discovery, and Flotilla's admin routes, on one axum router.
+//!
+//! Layout: [`target`] maps a path to a kind and object; [`resources`] holds the verbs;
+//! [`watch`] streams changes; [`patch`] applies the three patch formats; [`discovery`] answers
+//! `/api`, `/apis` and `/version`; [`admin`] serves cluster membership; [`status`] renders errors
+//! as `Status` objects. The Raft peer routes live on a different listener (see `store`).
+
+pub mod admin;
+pub mod discovery;
+pub mod objects;
+pub mod patch;
+pub mod resources;
+pub mod services;
+pub mod status;
+pub mod target;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Extension, Json, Router};
+use tokio::sync::Semaphore;
+
+use crate::auth::{Identity, TokenFile};
+use crate::store::Store;
+use status::ApiError;
+
+/// Request bodies above this get 413, as kube-apiserver's 3 MiB limit.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Requests served at once per replica, watches excepted; more get 429.
+pub const MAX_IN_FLIGHT: usize = 400;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Arc<TokenFile>,
+    pub in_flight: Arc<Semaphore>,
+    /// host:port this replica's API is reached at, for `/api`'s serverAddressByClientCIDRs
+    pub advertise: String,
+}
+
+impl AppState {
+    pub fn new(store: Store, tokens: TokenFile, advertise: String) -> Self {
+        AppState { store, tokens: Arc::new(tokens), in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)), advertise }
+    }
+}
+
+/// The router for the API listener.
+pub fn router(st: AppState) -> Router {
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/version", get(|| async { Json(discovery::version()) }));
+    let authenticated = Router::new()
+        .route("/api", get(api_versions))
+        .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
+        .route("/openapi/v3", get(|| async { Json(discovery::openapi_v3_root()) }))
+        .route("/openapi/v3/{*gv}", get(openapi_v3_gv))
+        .route("/api/{*rest}", any(core_api))
+        .route("/apis/{*rest}", any(group_api))
+        .merge(admin::router())
+        .fallback(|uri: Uri| async move { ApiError::path_not_found(uri.path()) })
+        .layer(middleware::from_fn_with_state(st.clone(), authenticate));
+    public.merge(authenticated).with_state(st)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.store.read_barrier().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => ApiError::unavailable(format!("not ready: {e}")).into_response(),
+    }
+}
+
+async fn api_versions(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(discovery::api_versions(&st.advertise))
+}
+
+async fn openapi_v3_gv(Path(gv): Path<String>, uri: Uri) -> Response {
+    match discovery::openapi_v3_group_version(gv.trim_end_matches('/')) {
+        Some(doc) => Json(doc).into_response(),
+        None => ApiError::path_not_found(uri.path()).into_response(),
+    }
+}
+
+async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    match st.tokens.authenticate(req.headers()) {
+        Ok(id) => {
+            tracing::trace!(user = %id.user, method = %req.method(), path = %req.uri().path(), "request");
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        Err(_) => ApiError::unauthorized().into_response(),
+    }
+}
+
+async fn core_api(
+    State(st): State<AppState>,
+    Extension(id): Extension<Identity>,
+    Path(rest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let rest = rest.trim_end_matches('/');
+    if rest == "v1" {
+        return match discovery::resource_list("", "v1") {
+            Some(v) => Json(v).into_response(),
+            None => ApiError::path_not_found(uri.path()).into_response(),
+        };
+    }
+    serve_resource(st, id, true, rest, method, uri, headers, body).await
+}
+
+async fn group_api(
+    State(st): State<AppState>,
+    Extension(id): Extension<Identity>,
+    Path(rest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let rest = rest.trim_end_matches('/');
+    let segs: Vec<&str> = rest.split('/').collect();
+    match segs.as_slice() {
+        [group] => match discovery::api_group(group) {
+            Some(v) => Json(v).into_response(),
+            None => ApiError::path_not_found(uri.path()).into_response(),
+        },
+        [group, version] => match discovery::resource_list(group, version) {
+            Some(v) => Json(v).into_response(),
+            None => ApiError::path_not_found(uri.path()).into_response(),
+        },
+        _ => serve_resource(st, id, false, rest, method, uri, headers, body).await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_resource(
+    st: AppState,
+    identity: Identity,
+    core: bool,
+    rest: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let target = target::parse(core, rest)?;
+        let query: resources::Query = match uri.query() {
+            Some(q) => serde_urlencoded_query(q)?,
+            None => resources::Query::default(),
+        };
+        let is_watch = matches!(query.watch.as_deref(), Some("true") | Some("1"));
+        // long-running watches are not counted, as kube-apiserver's max-in-flight does
+        let _permit = if is_watch {
+            None
+        } else {
+            Some(st.in_flight.clone().try_acquire_owned().map_err(|_| ApiError::too_many_requests())?)
+        };
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::too_large(MAX_BODY_BYTES))?;
+        resources::dispatch(&st, resources::Request { identity, method, target, query, headers, body }).await
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code >= 500 {
+                tracing::warn!(path = %uri.path(), error = %e, "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn serde_urlencoded_query(q: &str) -> Result<resources::Query, ApiError> {
+    let uri: Uri = format!("/?{q}").parse().map_err(|_| ApiError::bad_request("malformed query string"))?;
+    axum::extract::Query::<resources::Query>::try_from_uri(&uri)
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
+}

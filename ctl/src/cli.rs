@@ -1,0 +1,139 @@
+//! The command tree. Cluster verbs follow kubectl (`ctl get`, `ctl apply`, ...) and local
+//! container verbs follow docker (`ctl build`, `ctl run`, ...); each verb is a variant of
+//! [`Command`] with its own arguments struct, and only verbs that work are in the tree.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// Flotilla's command-line tool: kubectl-shaped cluster commands and docker-shaped local commands.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctl",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  # Show the apiserver replicas of the cluster in the current context\n  ctl cluster status\n\n  # Print the client and server versions\n  ctl version\n\n  # Load completions into the current bash shell\n  source <(ctl completion bash)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every cluster command understands, as kubectl spells them.
+#[derive(Clone, Debug, Default, Args)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use instead of its current-context
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Address of an apiserver replica (repeat for fail-over); replaces the kubeconfig's servers
+    #[arg(short = 's', long = "server", global = true, value_name = "URL")]
+    pub servers: Vec<String>,
+
+    /// Bearer token for the apiserver
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Path to the cluster's certificate authority (PEM)
+    #[arg(long = "certificate-authority", global = true, value_name = "PATH")]
+    pub certificate_authority: Option<PathBuf>,
+
+    /// The namespace for this request
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show and change the apiserver replicas that make up the cluster
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  # Show every replica, its role and health\n  ctl cluster status\n\n  # Add replica 4, then remove replica 2\n  ctl cluster add-replica 4 --api-addr 10.0.0.4:6443 --peer-addr 10.0.0.4:6444\n  ctl cluster remove-replica 2"
+    )]
+    Cluster(ClusterCommand),
+
+    /// Print the client and server version information
+    #[command(
+        after_help = "Examples:\n  # Print the client and server versions\n  ctl version\n\n  # Print only the client version, without contacting a server\n  ctl version --client"
+    )]
+    Version(VersionArgs),
+
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  # Load completions into the current bash shell\n  source <(ctl completion bash)\n\n  # Install them for zsh\n  ctl completion zsh > \"${fpath[1]}/_ctl\"\n\n  # Install them for fish\n  ctl completion fish > ~/.config/fish/completions/ctl.fish"
+    )]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show every apiserver replica: address, Raft role, term, applied index and health
+    #[command(
+        after_help = "Examples:\n  # Show the replicas\n  ctl cluster status\n\n  # Also show peer addresses, last log index and errors\n  ctl cluster status -o wide\n\n  # The raw status as JSON\n  ctl cluster status -o json"
+    )]
+    Status(ClusterStatusArgs),
+
+    /// Add an apiserver replica to the cluster (it must already be running)
+    #[command(
+        after_help = "Examples:\n  # Add replica 4, serving the API on 10.0.0.4:6443 and Raft on 10.0.0.4:6444\n  ctl cluster add-replica 4 --api-addr 10.0.0.4:6443 --peer-addr 10.0.0.4:6444"
+    )]
+    AddReplica(AddReplicaArgs),
+
+    /// Remove an apiserver replica from the cluster
+    #[command(after_help = "Examples:\n  # Remove replica 2\n  ctl cluster remove-replica 2")]
+    RemoveReplica(RemoveReplicaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    /// Output format: json, yaml, or wide (a table with more columns)
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddReplicaArgs {
+    /// The new replica's id (a positive number no other replica has)
+    pub id: u64,
+
+    /// Where the new replica serves the API
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_addr: String,
+
+    /// Where the new replica serves Raft to its peers
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveReplicaArgs {
+    /// The id of the replica to remove
+    pub id: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Print only the client version, without contacting a server
+    #[arg(long)]
+    pub client: bool,
+
+    /// Output format: json or yaml
+    #[arg(short = 'o', long = "output", value_parser = ["json", "yaml"], value_name = "FORMAT")]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to print completions for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

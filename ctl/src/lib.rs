@@ -1,0 +1,119 @@
+//! `ctl`, Flotilla's one command-line tool: kubectl-shaped commands for the cluster and
+//! docker-shaped commands for local images and containers.
+//!
+//! Layout:
+//! - [`cli`]: the clap command tree and the global flags.
+//! - [`connect`]: global flags + kubeconfig -> an `api::client::Client`.
+//! - [`commands`]: one module per verb, each writing to a given output.
+//! - [`table`]: kubectl-aligned tables; [`output`]: `-o json|yaml|wide`.
+//!
+//! `main.rs` parses flags, sets up tracing and calls [`run`]. Errors end up on stderr, either as
+//! kubectl's `Error from server (Reason): message` or as `error: ...`, with exit status 1.
+
+pub mod cli;
+pub mod commands;
+pub mod connect;
+pub mod output;
+pub mod table;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use api::client::ClientError;
+
+pub use cli::Cli;
+use cli::Command;
+
+/// Runs a parsed command line, printing its output and any error; returns the exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::anyhow!("cannot start the async runtime: {error}")),
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = runtime.block_on(execute(&cli, &mut out));
+    let flushed = out.flush();
+    match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`ctl ... | head`) is not an error worth reporting.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+/// Dispatches to the command's module.
+pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Cluster(command) => commands::cluster::run(&cli.global, command, out).await,
+        Command::Version(args) => commands::version::run(&cli.global, args, out).await,
+        Command::Completion(args) => commands::completion::run(args, out),
+    }
+}
+
+/// Reports a command-line parsing error (or prints help or version, which clap reports the same
+/// way): usage errors exit 1, like every other error of `ctl`.
+pub fn parse_error(error: clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What `ctl` prints for an error: the server's own words in kubectl's form, or `error: ...`
+/// followed by every cause.
+pub fn error_message(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<ClientError>() {
+        Some(api @ ClientError::Api(_)) if error.chain().count() == 1 => api.to_string(),
+        _ => format!("error: {error:#}"),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    tracing::debug!(?error, "command failed");
+    let _ = writeln!(io::stderr(), "{}", error_message(error));
+    ExitCode::FAILURE
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::meta::Status;
+
+    #[test]
+    fn errors_print_like_kubectl() {
+        let not_found = ClientError::Api(Box::new(Status {
+            code: Some(404),
+            reason: Some("NotFound".into()),
+            message: Some(r#"deployments.apps "web" not found"#.into()),
+            ..Status::default()
+        }));
+        assert_eq!(
+            error_message(&not_found.into()),
+            r#"Error from server (NotFound): deployments.apps "web" not found"#
+        );
+        assert_eq!(
+            error_message(&ClientError::NoServers.into()),
+            "error: no server address configured: set clusters[].cluster.server in the kubeconfig or pass --server URL"
+        );
+        let with_context =
+            anyhow::Error::from(io::Error::other("disk full")).context("cannot write x");
+        assert_eq!(
+            error_message(&with_context),
+            "error: cannot write x: disk full"
+        );
+    }
+}
