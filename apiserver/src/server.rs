@@ -78,8 +78,13 @@ pub async fn run(
     let api_task = tokio::spawn(tls::serve(api_listener, Some(api_tls), http::router(st.clone()), stopped(stop_rx.clone())));
     let background = {
         let st = st.clone();
+        let tokens_path = opts.tokens.clone();
         tokio::spawn(async move {
-            tokio::join!(http::resources::ensure_default_namespaces(&st), http::resources::namespace_lifecycle(st.clone()));
+            tokio::join!(
+                http::resources::ensure_default_namespaces(&st),
+                http::resources::namespace_lifecycle(st.clone()),
+                http::watch_token_file(st.clone(), tokens_path),
+            );
         })
     };
     tracing::info!(id = opts.id, api = %opts.me.api_addr, peer = %opts.me.peer_addr, "apiserver replica serving");

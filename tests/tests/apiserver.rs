@@ -452,3 +452,96 @@ async fn discovery_and_version() {
     let r = http.get(c.url(1, "/apis/batch/v1")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A node's token reaches only its own Node, its Lease and the pods bound to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tokens_reach_only_their_own_node_lease_and_pods() {
+    let c = Cluster::up(1).expect("cluster up");
+    wait_default_namespace(&c, 1).await;
+    let out = std::process::Command::new(tests::binary("apiserver").unwrap())
+        .args(["token", "--dir"])
+        .arg(c.dir())
+        .args(["--user", "system:node:n1", "--role", "node:n1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let node = c.http_with_token(Some(&token)).unwrap();
+    let admin = c.http().unwrap();
+    // the replica reloads the token file within a second or two
+    let mut ok = false;
+    for _ in 0..50 {
+        if node.get(c.url(1, "/api/v1/nodes?fieldSelector=metadata.name%3Dn1")).send().await.unwrap().status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "the new node token was never accepted");
+    let mk_node = |n: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}});
+    assert_eq!(node.post(c.url(1, "/api/v1/nodes")).json(&mk_node("n1")).send().await.unwrap().status(), 201);
+    assert_eq!(node.post(c.url(1, "/api/v1/nodes")).json(&mk_node("n2")).send().await.unwrap().status(), 403);
+    assert_eq!(node.get(c.url(1, "/api/v1/nodes")).send().await.unwrap().status(), 403);
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}});
+    let leases = c.url(1, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases");
+    assert_eq!(node.post(&leases).json(&lease).send().await.unwrap().status(), 201);
+    let mut other = lease.clone();
+    other["metadata"]["name"] = json!("n2");
+    assert_eq!(node.post(&leases).json(&other).send().await.unwrap().status(), 403);
+    // pods: two, bound to n1 and n2 by the admin (the scheduler's role)
+    let pods = c.url(1, "/api/v1/namespaces/default/pods");
+    for (p, n) in [("on-n1", "n1"), ("on-n2", "n2")] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": p}, "spec": {"nodeName": n, "containers": [{"name": "c", "image": "busybox"}]}});
+        assert_eq!(admin.post(&pods).json(&pod).send().await.unwrap().status(), 201);
+    }
+    assert_eq!(node.get(format!("{pods}/on-n1")).send().await.unwrap().status(), 200);
+    assert_eq!(node.get(format!("{pods}/on-n2")).send().await.unwrap().status(), 403);
+    assert_eq!(node.get(c.url(1, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1")).send().await.unwrap().status(), 200);
+    assert_eq!(node.get(c.url(1, "/api/v1/pods")).send().await.unwrap().status(), 403);
+    assert_eq!(node.get(c.url(1, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn2")).send().await.unwrap().status(), 403);
+    let r = node.patch(format!("{pods}/on-n1/status")).header("content-type", "application/merge-patch+json").body(r#"{"status":{"phase":"Running"}}"#).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = node.patch(format!("{pods}/on-n2/status")).header("content-type", "application/merge-patch+json").body(r#"{"status":{"phase":"Running"}}"#).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(node.get(c.url(1, "/api/v1/namespaces/default/secrets")).send().await.unwrap().status(), 403);
+    assert_eq!(node.post(c.url(1, &cm_path("default", None))).json(&cm("x", "1")).send().await.unwrap().status(), 403);
+}
+
+/// Five replicas tolerate two failures; `ctl cluster` shows and changes membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_replicas_membership_and_ctl_cluster_status() {
+    let c = Cluster::up(5).expect("cluster up");
+    wait_default_namespace(&c, 1).await;
+    let out = c.ctl(&["cluster", "status"]).unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let header = table.lines().next().unwrap_or("");
+    for col in ["ID", "ADDRESS", "ROLE", "TERM", "APPLIED", "HEALTH"] {
+        assert!(header.contains(col), "{table}");
+    }
+    assert_eq!(table.lines().filter(|l| l.contains("leader")).count(), 1, "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains("follower")).count(), 4, "{table}");
+    let out = c.ctl(&["cluster", "status", "-o", "json"]).unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 5);
+
+    // remove replica 5 from the membership, then stop two of the remaining four's minority
+    let leader = c.leader(1, Duration::from_secs(10)).await.unwrap();
+    let victim = if leader == 5 { 4 } else { 5 };
+    let out = c.ctl(&["cluster", "remove-replica", &victim.to_string()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = c.status(leader).await.unwrap();
+    let voters: Vec<u64> = s["replicas"].as_array().unwrap().iter().filter(|r| r["voter"] == true).filter_map(|r| r["id"].as_u64()).collect();
+    assert_eq!(voters.len(), 4, "{s}");
+    assert!(!voters.contains(&victim));
+    c.stop_replica(victim, "KILL").unwrap();
+    // one more failure among four voters keeps a majority of three
+    let other = *voters.iter().find(|id| **id != leader).unwrap();
+    c.stop_replica(other, "KILL").unwrap();
+    let r = create(&c, leader, &cm("after-two-failures", "1")).await.unwrap();
+    assert_eq!(r.status(), 201);
+    // and bad membership requests are refused with a clear message
+    let out = c.ctl(&["cluster", "add-replica", "9", "--api-addr", "nonsense", "--peer-addr", "127.0.0.1:1"]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT") || String::from_utf8_lossy(&out.stderr).contains("host:port"), "{}", String::from_utf8_lossy(&out.stderr));
+}

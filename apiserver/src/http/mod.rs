@@ -38,7 +38,8 @@ pub const MAX_IN_FLIGHT: usize = 400;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub tokens: Arc<TokenFile>,
+    /// swapped whole when the token file changes on disk (see [`watch_token_file`])
+    pub tokens: Arc<std::sync::RwLock<Arc<TokenFile>>>,
     pub in_flight: Arc<Semaphore>,
     /// host:port this replica's API is reached at, for `/api`'s serverAddressByClientCIDRs
     pub advertise: String,
@@ -46,7 +47,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, tokens: TokenFile, advertise: String) -> Self {
-        AppState { store, tokens: Arc::new(tokens), in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)), advertise }
+        AppState { store, tokens: Arc::new(std::sync::RwLock::new(Arc::new(tokens))), in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)), advertise }
     }
 }
 
@@ -68,6 +69,30 @@ pub fn router(st: AppState) -> Router {
         .fallback(|uri: Uri| async move { ApiError::path_not_found(uri.path()) })
         .layer(middleware::from_fn_with_state(st.clone(), authenticate));
     public.merge(authenticated).with_state(st)
+}
+
+/// Reloads the token file when it changes, so `apiserver token` takes effect without a restart.
+/// A file that no longer parses is reported and the tokens already loaded stay in force.
+pub async fn watch_token_file(st: AppState, path: std::path::PathBuf) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match TokenFile::load(&path) {
+            Ok(t) => {
+                if let Ok(mut guard) = st.tokens.write() {
+                    *guard = Arc::new(t);
+                }
+                tracing::info!(path = %path.display(), "token file reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "the token file changed but cannot be loaded; keeping the tokens in force"),
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -93,7 +118,11 @@ async fn openapi_v3_gv(Path(gv): Path<String>, uri: Uri) -> Response {
 }
 
 async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    match st.tokens.authenticate(req.headers()) {
+    let tokens = match st.tokens.read() {
+        Ok(t) => t.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    match tokens.authenticate(req.headers()) {
         Ok(id) => {
             tracing::trace!(user = %id.user, method = %req.method(), path = %req.uri().path(), "request");
             req.extensions_mut().insert(id);

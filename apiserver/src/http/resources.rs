@@ -107,13 +107,28 @@ pub async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError>
     } else {
         None
     };
+    // the name an authorizer judges: the URL's, else the created object's, else the one a
+    // list or watch pins with `metadata.name=`
+    let body_name = if verb == "create" && req.target.name.is_none() {
+        serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|b| objects::name(&b).map(str::to_string))
+    } else {
+        None
+    };
+    let auth_name = req
+        .target
+        .name
+        .as_deref()
+        .or(body_name.as_deref())
+        .or_else(|| field_selector.as_ref().and_then(|f| f.exact("metadata.name")));
     let attrs = Attributes {
         verb,
         group: info.group,
         resource: info.plural,
         subresource: req.target.subresource.as_deref(),
         namespace: req.target.namespace.as_deref(),
-        name: req.target.name.as_deref(),
+        name: auth_name,
         pod_node: pod_node.as_deref(),
         field_node: field_selector.as_ref().and_then(|f| f.exact("spec.nodeName")),
     };
