@@ -72,6 +72,56 @@ pub enum Command {
         after_help = "Examples:\n  # Load completions into the current bash shell\n  source <(ctl completion bash)\n\n  # Install them for zsh\n  ctl completion zsh > \"${fpath[1]}/_ctl\"\n\n  # Install them for fish\n  ctl completion fish > ~/.config/fish/completions/ctl.fish"
     )]
     Completion(CompletionArgs),
+
+    /// Display one or many objects
+    Get(crate::commands::get::GetArgs),
+
+    /// Show details of an object or group of objects, with the events about them
+    Describe(crate::commands::describe::DescribeArgs),
+
+    /// Create or update objects from files so they match them
+    Apply(crate::commands::apply::ApplyArgs),
+
+    /// Create objects from files
+    Create(crate::commands::create::CreateArgs),
+
+    /// Replace objects with the content of files
+    Replace(crate::commands::create::ReplaceArgs),
+
+    /// Delete objects by file, by type and name, or by label selector
+    Delete(crate::commands::delete::DeleteArgs),
+
+    /// Set the number of replicas of a deployment or replica set
+    Scale(crate::commands::scale::ScaleArgs),
+
+    /// Change specific fields of objects
+    #[command(subcommand, after_help = "Examples:\n  # Set the image of container web of deployment web\n  ctl set image deploy/web web=nginx:1.27")]
+    Set(crate::commands::set::SetCommand),
+
+    /// Manage the rollout of a deployment
+    #[command(subcommand, after_help = "Examples:\n  # Restart deployment web and wait for the rollout\n  ctl rollout restart deploy/web\n  ctl rollout status deploy/web")]
+    Rollout(crate::commands::rollout::RolloutCommand),
+
+    /// Mark nodes unschedulable
+    Cordon(crate::commands::node::CordonArgs),
+
+    /// Mark nodes schedulable again
+    #[command(after_help = "Examples:\n  # Let pods be scheduled on node n1 again\n  ctl uncordon n1")]
+    Uncordon(crate::commands::node::CordonArgs),
+
+    /// Cordon a node and delete the pods on it, for maintenance
+    Drain(crate::commands::node::DrainArgs),
+
+    /// Add, change or remove labels of objects
+    Label(crate::commands::label::LabelArgs),
+
+    /// Add, change or remove annotations of objects
+    #[command(after_help = "Examples:\n  # Annotate pod x\n  ctl annotate pod x owner=team-a\n\n  # Change it, which needs --overwrite\n  ctl annotate pod x owner=team-b --overwrite\n\n  # Remove it\n  ctl annotate pod x owner-")]
+    Annotate(crate::commands::label::LabelArgs),
+
+    /// Show and change the kubeconfig file
+    #[command(subcommand, after_help = "Examples:\n  # Show the kubeconfig, secrets hidden\n  ctl config view\n\n  # Switch to context prod\n  ctl config use-context prod")]
+    Config(crate::commands::config::ConfigCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 //! - [`connect`]: global flags + kubeconfig -> an `api::client::Client`.
 //! - [`commands`]: one module per verb, each writing to a given output.
 //! - [`table`]: kubectl-aligned tables; [`output`]: `-o json|yaml|wide`.
+//! - [`jsonpath`]: kubectl's JSONPath templates, for `-o jsonpath=` and `-o custom-columns=`.
 //!
 //! `main.rs` parses flags, sets up tracing and calls [`run`]. Errors end up on stderr, either as
 //! kubectl's `Error from server (Reason): message` or as `error: ...`, with exit status 1.
@@ -13,6 +14,8 @@
 pub mod cli;
 pub mod commands;
 pub mod connect;
+pub mod jsonpath;
+pub mod manifest;
 pub mod output;
 pub mod table;
 
@@ -51,6 +54,25 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Cluster(command) => commands::cluster::run(&cli.global, command, out).await,
         Command::Version(args) => commands::version::run(&cli.global, args, out).await,
         Command::Completion(args) => commands::completion::run(args, out),
+        Command::Apply(args) => commands::apply::run(&cli.global, args, out).await,
+        Command::Create(args) => commands::create::create(&cli.global, args, out).await,
+        Command::Replace(args) => commands::create::replace(&cli.global, args, out).await,
+        Command::Delete(args) => commands::delete::run(&cli.global, args, out).await,
+        Command::Scale(args) => commands::scale::run(&cli.global, args, out).await,
+        Command::Set(command) => commands::set::run(&cli.global, command, out).await,
+        Command::Rollout(command) => commands::rollout::run(&cli.global, command, out).await,
+        Command::Cordon(args) => commands::node::cordon(&cli.global, args, out).await,
+        Command::Uncordon(args) => commands::node::uncordon(&cli.global, args, out).await,
+        Command::Drain(args) => commands::node::drain(&cli.global, args, out).await,
+        Command::Label(args) => {
+            commands::label::run(&cli.global, commands::label::Field::Labels, args, out).await
+        }
+        Command::Annotate(args) => {
+            commands::label::run(&cli.global, commands::label::Field::Annotations, args, out).await
+        }
+        Command::Config(command) => commands::config::run(&cli.global, command, out).await,
+        Command::Get(args) => commands::get::run(&cli.global, args, out).await,
+        Command::Describe(args) => commands::describe::run(&cli.global, args, out).await,
     }
 }
 
@@ -68,6 +90,10 @@ pub fn parse_error(error: clap::Error) -> ExitCode {
 /// What `ctl` prints for an error: the server's own words in kubectl's form, or `error: ...`
 /// followed by every cause.
 pub fn error_message(error: &anyhow::Error) -> String {
+    // Several errors of one command, each already worded in full.
+    if let Some(reported) = error.downcast_ref::<commands::objects::Reported>() {
+        return reported.to_string();
+    }
     match error.downcast_ref::<ClientError>() {
         Some(api @ ClientError::Api(_)) if error.chain().count() == 1 => api.to_string(),
         _ => format!("error: {error:#}"),

@@ -73,8 +73,16 @@ async fn kubectl_gets_applies_and_deletes() {
     let o = c.kubectl(&["apply", "-f", "-"], Some(&changed)).unwrap().unwrap();
     assert!(text(&o).contains("deployment.apps/web unchanged"), "{}", text(&o));
 
+    // the server answers kubectl's Table requests with kubectl's own columns
     let o = c.kubectl(&["get", "deploy"], None).unwrap().unwrap();
-    assert!(o.status.success() && text(&o).contains("web"), "{}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE"), "{out}");
+    assert!(out.lines().nth(1).unwrap_or("").starts_with("web    0/3     0            0"), "{out}");
+    let o = c.kubectl(&["scale", "deployment", "web", "--replicas=4"], None).unwrap().unwrap();
+    assert!(text(&o).contains("deployment.apps/web scaled"), "{}", text(&o));
+    let o = c.kubectl(&["describe", "deployment", "web"], None).unwrap().unwrap();
+    assert!(o.status.success() && text(&o).contains("Replicas:               4 desired"), "{}", text(&o));
 
     // a typo is refused with the field named (kubectl asks for Strict validation)
     let typo = DEPLOYMENT.replace("replicas: 2", "replcas: 2").replace("name: web\n  labels", "name: typo\n  labels");

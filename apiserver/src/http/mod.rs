@@ -12,6 +12,7 @@ pub mod patch;
 pub mod resources;
 pub mod services;
 pub mod status;
+pub mod table;
 pub mod target;
 pub mod watch;
 

@@ -193,6 +193,10 @@ async fn get(st: &AppState, req: &Request) -> Result<Response, ApiError> {
     let (_, obj) = read_current(st, req).await?;
     match req.target.subresource.as_deref() {
         Some("scale") => Ok(json_response(StatusCode::OK, &scale_of(&obj))),
+        None if super::table::wants_table(&req.headers) => {
+            let rv = json!({ "resourceVersion": objects::meta(&obj).get("resourceVersion") });
+            Ok(json_response(StatusCode::OK, &super::table::table(req.target.info, &[obj], rv)))
+        }
         _ => Ok(json_response(StatusCode::OK, &obj)),
     }
 }
@@ -246,6 +250,9 @@ async fn list(st: &AppState, req: &Request, sel: &Selectors) -> Result<Response,
     let mut metadata = json!({ "resourceVersion": rv.to_string() });
     if let Some(start) = next {
         metadata["continue"] = json!(encode_continue(&Continue { rv, start }));
+    }
+    if super::table::wants_table(&req.headers) {
+        return Ok(json_response(StatusCode::OK, &super::table::table(info, &items, metadata)));
     }
     let body = json!({
         "kind": info.list_kind(),

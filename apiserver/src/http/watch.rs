@@ -35,6 +35,16 @@ pub async fn serve(st: &AppState, req: &Request, sel: Selectors) -> Result<Respo
     let bookmarks = matches!(req.query.allow_watch_bookmarks.as_deref(), Some("true") | Some("1"));
     let deadline = req.query.timeout_seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let rv = req.query.resource_version.as_deref().unwrap_or("");
+    // kubectl get -w asks for each event's object as a one-row Table
+    let as_table = super::table::wants_table(&req.headers);
+    let render = move |o: &Value| -> Value {
+        if as_table {
+            let rv = json!({ "resourceVersion": o.pointer("/metadata/resourceVersion") });
+            super::table::table(info, std::slice::from_ref(o), rv)
+        } else {
+            o.clone()
+        }
+    };
 
     let mut initial: Vec<Value> = Vec::new();
     let from = match rv {
@@ -48,7 +58,7 @@ pub async fn serve(st: &AppState, req: &Request, sel: Selectors) -> Result<Respo
                     continue;
                 }
                 if sel.matches(o) {
-                    initial.push(json!({ "type": "ADDED", "object": **o }));
+                    initial.push(json!({ "type": "ADDED", "object": render(o) }));
                 }
             }
             revision
@@ -87,7 +97,7 @@ pub async fn serve(st: &AppState, req: &Request, sel: Selectors) -> Result<Respo
                         (_, _, true) => Some("ADDED"),
                         (_, _, false) => None,
                     };
-                    ty.map(|t| Ok(event_line(&json!({ "type": t, "object": *ev.object }))))
+                    ty.map(|t| Ok(event_line(&json!({ "type": t, "object": render(&ev.object) }))))
                 }
             }
             Err(e) => {

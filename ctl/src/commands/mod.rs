@@ -3,4 +3,18 @@
 
 pub mod cluster;
 pub mod completion;
+pub mod describe;
+pub mod get;
 pub mod version;
+
+// Write verbs (apply, create, delete, ...) and what they share.
+pub mod apply;
+pub mod config;
+pub mod create;
+pub mod delete;
+pub mod label;
+pub mod node;
+pub mod objects;
+pub mod rollout;
+pub mod scale;
+pub mod set;
