@@ -50,6 +50,19 @@ pub struct GlobalArgs {
     /// The namespace for this request
     #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// Directory of the local image and container store (default: $FLOTILLA_ROOT, then /var/lib/flotilla)
+    #[arg(long, global = true, env = "FLOTILLA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The local store's root directory: `--root`, then `$FLOTILLA_ROOT`, then /var/lib/flotilla.
+    pub fn root_dir(&self) -> PathBuf {
+        self.root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/flotilla"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +135,65 @@ pub enum Command {
     /// Show and change the kubeconfig file
     #[command(subcommand, after_help = "Examples:\n  # Show the kubeconfig, secrets hidden\n  ctl config view\n\n  # Switch to context prod\n  ctl config use-context prod")]
     Config(crate::commands::config::ConfigCommand),
+
+    // Local image commands, as docker names them.
+    /// List images
+    Images(crate::commands::images::ImagesArgs),
+
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(crate::commands::images::TagArgs),
+
+    /// Remove one or more images
+    Rmi(crate::commands::images::RmiArgs),
+
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    #[command(after_help = "Examples:\n  # Save busybox for docker load\n  ctl save -o busybox.tar busybox\n\n  # Save it as an OCI archive (skopeo's oci-archive:)\n  ctl save --format oci -o busybox-oci.tar busybox")]
+    Save(crate::commands::images::SaveArgs),
+
+    /// Load an image from a tar archive or STDIN
+    Load(crate::commands::images::LoadArgs),
+
+    /// Manage images
+    #[command(subcommand)]
+    Image(crate::commands::images::ImageCommand),
+
+    // Local container commands, as docker names them.
+    /// Create and run a new container from an image
+    Run(crate::commands::containers::RunArgs),
+
+    /// List containers
+    Ps(crate::commands::containers::PsArgs),
+
+    /// Stop one or more running containers
+    Stop(crate::commands::containers::StopArgs),
+
+    /// Kill one or more running containers
+    Kill(crate::commands::containers::KillArgs),
+
+    /// Remove one or more containers
+    Rm(crate::commands::containers::RmArgs),
+
+    /// Start one or more stopped containers
+    Start(crate::commands::containers::StartArgs),
+
+    /// Restart one or more containers
+    Restart(crate::commands::containers::StopArgs),
+
+    /// Fetch the logs of a container
+    Logs(crate::commands::containers::LogsArgs),
+
+    /// Execute a command in a running container
+    Exec(crate::commands::containers::ExecArgs),
+
+    /// Return low-level information on containers
+    Inspect(crate::commands::containers::ContainersArgs),
+
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(crate::commands::containers::ContainersArgs),
+
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(crate::commands::containers::VolumeCommand),
 }
 
 #[derive(Debug, Subcommand)]

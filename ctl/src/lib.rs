@@ -44,6 +44,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that went away (`ctl ... | head`) is not an error worth reporting.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        // Container commands end with docker's exit codes (the container's own, 125, ...).
+        Err(error) if error.downcast_ref::<commands::containers::Exit>().is_some() => {
+            let Some(exit) = error.downcast_ref::<commands::containers::Exit>() else { return ExitCode::FAILURE };
+            if let Some(message) = &exit.message {
+                let _ = writeln!(io::stderr(), "{message}");
+            }
+            ExitCode::from(exit.code)
+        }
         Err(error) => fail(&error),
     }
 }
@@ -73,6 +81,24 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Config(command) => commands::config::run(&cli.global, command, out).await,
         Command::Get(args) => commands::get::run(&cli.global, args, out).await,
         Command::Describe(args) => commands::describe::run(&cli.global, args, out).await,
+        Command::Images(args) => commands::images::images(&cli.global, args, out),
+        Command::Tag(args) => commands::images::tag(&cli.global, args, out),
+        Command::Rmi(args) => commands::images::rmi(&cli.global, args, out),
+        Command::Save(args) => commands::images::save(&cli.global, args, out),
+        Command::Load(args) => commands::images::load(&cli.global, args, out),
+        Command::Image(command) => commands::images::run(&cli.global, command, out),
+        Command::Run(args) => commands::containers::run(&cli.global, args, out),
+        Command::Ps(args) => commands::containers::ps(&cli.global, args, out),
+        Command::Stop(args) => commands::containers::stop(&cli.global, args, out),
+        Command::Kill(args) => commands::containers::kill(&cli.global, args, out),
+        Command::Rm(args) => commands::containers::rm(&cli.global, args, out),
+        Command::Start(args) => commands::containers::start(&cli.global, args, out),
+        Command::Restart(args) => commands::containers::restart(&cli.global, args, out),
+        Command::Logs(args) => commands::containers::logs(&cli.global, args, out),
+        Command::Exec(args) => commands::containers::exec(&cli.global, args, out),
+        Command::Inspect(args) => commands::containers::inspect(&cli.global, args, out),
+        Command::Wait(args) => commands::containers::wait(&cli.global, args, out),
+        Command::Volume(command) => commands::containers::volume(&cli.global, command, out),
     }
 }
 

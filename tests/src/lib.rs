@@ -56,7 +56,21 @@ impl Cluster {
     }
 
     /// Like `up`, with extra environment for the script (e.g. FLOTILLA_SNAPSHOT_EVERY).
+    ///
+    /// The script picks free ports before the replicas bind them, so a test running alongside
+    /// can take one in between; a failed start is therefore tried once more, and the first
+    /// failure is printed so it is not hidden.
     pub fn up_with(replicas: usize, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+        match Self::try_up(replicas, env) {
+            Ok(c) => Ok(c),
+            Err(first) => {
+                eprintln!("notice: starting a {replicas}-replica cluster failed once, trying again: {first:#}");
+                Self::try_up(replicas, env)
+            }
+        }
+    }
+
+    fn try_up(replicas: usize, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
         binary("apiserver")?;
         binary("ctl")?;
         let dir = tempfile::Builder::new().prefix("flotilla-test-").tempdir().context("making a temporary directory")?;

@@ -180,8 +180,21 @@ fn name_of(req: &Request) -> Result<&str, ApiError> {
 }
 
 async fn read_current(st: &AppState, req: &Request) -> Result<(String, Value), ApiError> {
+    read_for(st, req, true).await
+}
+
+/// The current object. With `linearizable` the read waits for the leader's commit index (a
+/// read barrier); without it, a write's first attempt reads this replica's state, which is safe
+/// because the write is a compare-and-set on the revision read: a stale read fails the set and
+/// the retry reads with a barrier. A local miss is confirmed with a barrier before it is a 404.
+async fn read_for(st: &AppState, req: &Request, linearizable: bool) -> Result<(String, Value), ApiError> {
     let name = name_of(req)?;
     let key = req.target.storage_key().ok_or_else(|| ApiError::bad_request("a resource name is required"))?;
+    if !linearizable {
+        if let Some(o) = st.store.get(&key) {
+            return Ok((key, (*o).clone()));
+        }
+    }
     st.store.read_barrier().await?;
     match st.store.get(&key) {
         Some(o) => Ok((key, (*o).clone())),
@@ -457,8 +470,8 @@ async fn guaranteed_update(
     let name = name_of(req)?.to_string();
     let mode = field_validation(&req.query)?;
     let dry = dry_run(&req.query)?;
-    for _ in 0..MAX_RETRIES {
-        let (key, current) = read_current(st, req).await?;
+    for attempt in 0..MAX_RETRIES {
+        let (key, current) = read_for(st, req, attempt > 0).await?;
         let current_rv = objects::resource_version(&current).unwrap_or(0);
         let mut new = mutate(&current)?;
         check_identity(req, &mut new)?;
@@ -473,6 +486,11 @@ async fn guaranteed_update(
             None
         };
         if let Some(p) = pinned {
+            // revisions only grow: a newer pin than this replica has seen means this replica
+            // lags, so look again with a barrier; an older one is a real conflict
+            if p > current_rv && attempt == 0 {
+                continue;
+            }
             if p != current_rv {
                 return Err(ApiError::modified(info, &name));
             }
@@ -688,8 +706,8 @@ async fn bind(st: &AppState, req: &Request) -> Result<Response, ApiError> {
 async fn guaranteed_update_raw(st: &AppState, req: &Request, mutate: &mut Mutation<'_>) -> Result<Value, ApiError> {
     let info = req.target.info;
     let name = name_of(req)?.to_string();
-    for _ in 0..MAX_RETRIES {
-        let (key, current) = read_current(st, req).await?;
+    for attempt in 0..MAX_RETRIES {
+        let (key, current) = read_for(st, req, attempt > 0).await?;
         let current_rv = objects::resource_version(&current).unwrap_or(0);
         let mut new = mutate(&current)?;
         objects::set_meta(&mut new, "resourceVersion", json!(current_rv.to_string()));
@@ -771,14 +789,24 @@ async fn delete_one(
 ) -> Result<Value, ApiError> {
     let name = target.name.clone().unwrap_or_default();
     let key = target.storage_key().ok_or_else(|| ApiError::bad_request("a resource name is required"))?;
-    for _ in 0..MAX_RETRIES {
-        st.store.read_barrier().await?;
-        let current = st.store.get(&key).map(|o| (*o).clone()).ok_or_else(|| ApiError::not_found(info, &name))?;
+    for attempt in 0..MAX_RETRIES {
+        // as in read_for: a first attempt may read locally, the compare-and-set catches staleness
+        let local = if attempt == 0 { st.store.get(&key) } else { None };
+        let current = match local {
+            Some(o) => (*o).clone(),
+            None => {
+                st.store.read_barrier().await?;
+                st.store.get(&key).map(|o| (*o).clone()).ok_or_else(|| ApiError::not_found(info, &name))?
+            }
+        };
         let rv = objects::resource_version(&current).unwrap_or(0);
         if let Some(p) = &opts.preconditions {
             if let Some(uid) = p.uid.as_deref() {
                 let actual = meta_str(&current, "uid").unwrap_or("");
                 if uid != actual {
+                    if attempt == 0 {
+                        continue;
+                    }
                     return Err(ApiError::conflict(info, &name, &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
                     )));
@@ -786,6 +814,9 @@ async fn delete_one(
             }
             if let Some(prv) = p.resource_version.as_deref() {
                 if prv != rv.to_string() {
+                    if attempt == 0 {
+                        continue;
+                    }
                     return Err(ApiError::conflict(info, &name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rv}"
                     )));

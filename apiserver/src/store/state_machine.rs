@@ -149,8 +149,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let d = self.shared.read();
             (d.objects.clone(), d.last_applied, d.membership.clone())
         };
-        let bytes =
-            serde_json::to_vec(&objects).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        // Serialising a large map takes tens of milliseconds: keep it off the async workers,
+        // which on a small machine are also the ones serving requests.
+        let (objects, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec(&objects);
+            (objects, bytes)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_state_machine(&openraft::AnyError::error(e.to_string())))?;
+        let bytes = bytes.map_err(|e| StorageIOError::read_state_machine(&e))?;
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,

@@ -3,8 +3,10 @@
 
 pub mod cluster;
 pub mod completion;
+pub mod containers;
 pub mod describe;
 pub mod get;
+pub mod images;
 pub mod version;
 
 // Write verbs (apply, create, delete, ...) and what they share.

@@ -1,0 +1,805 @@
+//! Containers: the lifecycle (create, start, stop, kill, remove, wait, restart), their recorded
+//! state, logs, exec and named volumes, behind one [`Runtime`] handle on a root directory.
+//!
+//! A container is run by its own small monitor process (`flotilla-monitor ROOT ID`), started
+//! detached so that neither `ctl` nor the node agent has to stay up while it runs: the monitor
+//! creates the cgroup, clones the container's init process into new namespaces
+//! ([`setup`] executes the spec there), relays its output into `container.log` and records its
+//! exit. Every verb here reads `containers/<id>/state.json`; a state left `running` by a monitor
+//! that died is repaired on read (see [`Runtime::inspect`]).
+//!
+//! Modules: [`state`] (the status enum and its guards, JSON files), `setup` (process setup,
+//! Linux), [`monitor`] (the monitor's and exec helper's code), [`logs`] (json-file log lines),
+//! [`volume`] (named volumes).
+
+#[cfg(target_os = "linux")]
+pub mod exec;
+pub mod logs;
+pub mod monitor;
+#[cfg(target_os = "linux")]
+pub mod setup;
+pub mod state;
+pub mod volume;
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use logs::{Attached, LogOptions};
+pub use state::{ContainerState, ExitRecord, Status};
+pub use volume::Volume;
+
+use crate::spec::{MountKind, NetworkMode, RunOptions};
+
+/// Errors of the container verbs. Messages that users of docker know are worded as docker's.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("Multiple IDs found with provided prefix: {0}")]
+    Ambiguous(String),
+    /// The container's status forbids the verb (docker's conflict messages).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
+    #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    /// The command could not be started; `code` is docker's exit code for it (125, 126, 127).
+    #[error("failed to start container {id}: unable to start container process: {message}")]
+    StartFailed { id: String, code: i32, message: String },
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("{path} is damaged ({source}); remove the container with `ctl rm -f`")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error("cannot find flotilla-monitor next to {exe}, on PATH or in $FLOTILLA_MONITOR: install it beside ctl")]
+    MonitorNotFound { exe: PathBuf },
+    #[error("the monitor of container {id} failed: {detail}")]
+    Monitor { id: String, detail: String },
+    #[error("{what}: {source}")]
+    Sys { what: String, source: nix::errno::Errno },
+    #[error("get {name}: no such volume")]
+    NoSuchVolume { name: String },
+    #[error("remove {name}: volume is in use - [{ids}]")]
+    VolumeInUse { name: String, ids: String },
+    #[error("invalid volume name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidVolumeName(String),
+}
+
+impl ContainerError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> ContainerError {
+        ContainerError::Io { action, path: path.to_path_buf(), source }
+    }
+
+    /// The exit code docker's CLI uses for this error: the container's 126/127 for a command
+    /// that cannot run, 125 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::StartFailed { code, .. } => *code,
+            _ => 125,
+        }
+    }
+}
+
+/// How `start` connects the container's standard input.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Give the container this process's standard input (`run -i` in the foreground).
+    pub attach_stdin: bool,
+    /// The size (rows, columns) of the terminal of a container created with `tty`.
+    pub tty_size: Option<(u16, u16)>,
+}
+
+/// A process to run in a running container (`exec`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExecOptions {
+    pub args: Vec<String>,
+    /// `K=V`, added to (and overriding) the container's environment.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    /// Forward this process's standard input; otherwise the command reads /dev/null.
+    pub interactive: bool,
+}
+
+/// A container that `start` started: its monitor reports the exit code here, even when the
+/// container removes itself (`--rm`).
+pub struct Started {
+    pub id: String,
+    events: Option<BufReader<fs::File>>,
+}
+
+impl Started {
+    /// Blocks until the container exits and returns its exit code; `None` when it was already
+    /// running before `start` or its monitor died without telling (use [`Runtime::wait`]).
+    pub fn wait(mut self) -> Option<i32> {
+        let events = self.events.as_mut()?;
+        loop {
+            match read_event(events)? {
+                MonitorEvent::Exited { exit_code } => return Some(exit_code),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// The container verbs on one root directory (`/var/lib/flotilla`, `ctl --root`).
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+/// The image a container is created from, as [`Runtime::create_from_layers`] needs it.
+pub struct ImageInfo {
+    /// `sha256:...`
+    pub id: String,
+    /// As the user named it.
+    pub name: String,
+    pub config: oci_spec::image::ImageConfiguration,
+}
+
+impl Runtime {
+    /// Opens (creating when missing) the containers and volumes dirs of `root`.
+    pub fn open(root: &Path) -> Result<Runtime, ContainerError> {
+        for dir in [root.join("containers").join(".names"), root.join("volumes")] {
+            fs::create_dir_all(&dir).map_err(|e| ContainerError::io("creating", &dir, e))?;
+        }
+        Ok(Runtime { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of a container (by full id).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// Creates a container from an image name or id: resolves the image, extracts its layers,
+    /// mounts the overlay root, builds and checks the spec, and records the container.
+    pub fn create(&self, image: &str, opts: &RunOptions) -> Result<String, ContainerError> {
+        let store = crate::image::ImageStore::open(&self.root)?;
+        let resolved = store.resolve(image)?;
+        let layers = crate::layer::LayerStore::open(&self.root)?;
+        let mut lowers = Vec::with_capacity(resolved.layers.len());
+        for layer in &resolved.layers {
+            lowers.push(layers.ensure(layer, &store.blob_path(&layer.digest))?);
+        }
+        // The manifest lists layers bottom first; overlayfs wants the top first.
+        lowers.reverse();
+        let info = ImageInfo { id: resolved.id.clone(), name: image.to_string(), config: resolved.config.clone() };
+        self.create_from_layers(&info, lowers, opts)
+    }
+
+    /// Creates a container whose root is the overlay of `lowers` (top first).
+    pub fn create_from_layers(
+        &self,
+        image: &ImageInfo,
+        lowers: Vec<PathBuf>,
+        opts: &RunOptions,
+    ) -> Result<String, ContainerError> {
+        let id = new_id();
+        let name = match &opts.name {
+            Some(name) => {
+                let name = name.trim_start_matches('/').to_string();
+                if !valid_name(&name) {
+                    return Err(ContainerError::InvalidName(name));
+                }
+                name
+            }
+            None => random_name(),
+        };
+        self.claim_name(&name, &id)?;
+        let dir = self.container_dir(&id);
+        let created = self.create_files(&id, &name, &dir, image, lowers, opts);
+        if created.is_err() {
+            let _ = remove_files(&self.root, &id, Some(&name));
+        }
+        created.map(|()| id)
+    }
+
+    fn create_files(
+        &self,
+        id: &str,
+        name: &str,
+        dir: &Path,
+        image: &ImageInfo,
+        mut lowers: Vec<PathBuf>,
+        opts: &RunOptions,
+    ) -> Result<(), ContainerError> {
+        for sub in ["upper", "work", "rootfs"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|e| ContainerError::io("creating", &path, e))?;
+        }
+        if lowers.is_empty() {
+            // overlayfs needs a lower dir even for an image without layers.
+            let empty = dir.join("empty");
+            fs::create_dir_all(&empty).map_err(|e| ContainerError::io("creating", &empty, e))?;
+            lowers.push(empty);
+        }
+        // The log exists from the start, so it can be opened before the container runs.
+        let log = dir.join("container.log");
+        fs::write(&log, b"").map_err(|e| ContainerError::io("creating", &log, e))?;
+        let rootfs = dir.join("rootfs");
+        crate::layer::rootfs::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        let caller_env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let mut spec =
+            crate::spec::build_spec(&image.config, opts, &rootfs, &self.root.join("volumes"), id, &caller_env)?;
+        if opts.hostname.is_none() && spec.network == NetworkMode::Host {
+            // On the host's network docker keeps the host's name.
+            if let Some(host) = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()) {
+                spec.hostname = host;
+            }
+        }
+        for mount in &spec.mounts {
+            if let MountKind::Volume { source, .. } = &mount.kind {
+                let source = Path::new(source);
+                fs::create_dir_all(source).map_err(|e| ContainerError::io("creating", source, e))?;
+            }
+        }
+        state::write_json_atomic(&dir.join("spec.json"), &spec)?;
+        let state = ContainerState {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: image.id.clone(),
+            image_name: image.name.clone(),
+            created: Timestamp::now(),
+            status: Status::Created,
+            pid: 0,
+            pid_start_time: 0,
+            monitor_pid: 0,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: None,
+            finished_at: None,
+            error: String::new(),
+            lowers,
+            interactive: opts.interactive,
+            auto_remove: opts.auto_remove,
+            restart_count: 0,
+            spec,
+        };
+        state::save(dir, &state)
+    }
+
+    /// Starts a created or exited container and returns once its command runs, or with the
+    /// reason it could not (`StartFailed`, carrying 125, 126 or 127).
+    pub fn start(&self, name_or_id: &str, opts: &StartOptions) -> Result<Started, ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        let dir = self.container_dir(&id);
+        let mut st = self.inspect(&id)?;
+        if !st.can_start()? {
+            return Ok(Started { id, events: None });
+        }
+        let rootfs = dir.join("rootfs");
+        if !is_mount_point(&rootfs) {
+            crate::layer::rootfs::mount_overlay(&st.lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        }
+        if st.status == Status::Exited {
+            let _ = fs::remove_file(dir.join("exit.json"));
+            st.restart_count += u32::from(st.started_at.is_some());
+        }
+        st.exit_code = 0;
+        st.oom_killed = false;
+        st.error.clear();
+        state::save(&dir, &st)?;
+
+        let monitor = monitor_binary()?;
+        let (events_r, events_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|source| ContainerError::Sys { what: "creating a pipe".into(), source })?;
+        let fd = events_w.as_raw_fd();
+        let mut command = Command::new(&monitor);
+        command
+            .arg(&self.root)
+            .arg(&id)
+            .env(monitor::EVENTS_FD_ENV, fd.to_string())
+            .stdin(if opts.attach_stdin { Stdio::inherit() } else { Stdio::null() })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if opts.attach_stdin {
+            command.env(monitor::ATTACH_STDIN_ENV, "1");
+        }
+        if let Some((rows, cols)) = opts.tty_size {
+            command.env(monitor::TTY_SIZE_ENV, format!("{rows}x{cols}"));
+        }
+        // SAFETY: only fcntl, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| ContainerError::io("starting", &monitor, e))?;
+        drop(events_w);
+        // The monitor forks itself into the background at once; reaping this first process
+        // leaves no zombie in long-lived callers.
+        let status = child.wait().map_err(|e| ContainerError::io("waiting for", &monitor, e))?;
+        if !status.success() {
+            return Err(ContainerError::Monitor { id, detail: format!("it exited with {status}") });
+        }
+        let mut events = BufReader::new(fs::File::from(events_r));
+        match read_event(&mut events) {
+            Some(MonitorEvent::Started) => Ok(Started { id, events: Some(events) }),
+            Some(MonitorEvent::Failed { code, message }) => Err(ContainerError::StartFailed { id, code, message }),
+            Some(MonitorEvent::Exited { exit_code }) => Err(ContainerError::Monitor {
+                id,
+                detail: format!("the container exited ({exit_code}) before it was reported started"),
+            }),
+            None => {
+                let detail = self.inspect(&id).map(|s| s.error).unwrap_or_default();
+                Err(ContainerError::Monitor { id, detail: format!("it exited without starting the container: {detail}") })
+            }
+        }
+    }
+
+    /// `create` then `start`.
+    pub fn run(&self, image: &str, opts: &RunOptions, start: &StartOptions) -> Result<Started, ContainerError> {
+        let id = self.create(image, opts)?;
+        self.start(&id, start)
+    }
+
+    /// Sends the stop signal, then SIGKILL once `timeout` (default: the container's stop
+    /// timeout) has passed; returns when the container has exited. Stopping a container that is
+    /// not running does nothing, as in docker.
+    pub fn stop(&self, name_or_id: &str, timeout: Option<u64>) -> Result<(), ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        let st = self.inspect(&id)?;
+        if st.status != Status::Running {
+            return Ok(());
+        }
+        let grace = Duration::from_secs(timeout.unwrap_or(st.spec.stop_timeout));
+        signal_pid(&st, st.spec.stop_signal)?;
+        if self.wait_until_stopped(&id, grace)? {
+            return Ok(());
+        }
+        let st = self.inspect(&id)?;
+        if st.status == Status::Running {
+            signal_pid(&st, libc::SIGKILL)?;
+        }
+        self.wait_until_stopped(&id, Duration::from_secs(30))?;
+        Ok(())
+    }
+
+    /// Sends a signal (`KILL`, `SIGTERM`, `9`) to the container's init process.
+    pub fn kill(&self, name_or_id: &str, signal: &str) -> Result<(), ContainerError> {
+        let signal = crate::spec::parse_signal(signal)?;
+        let id = self.resolve_id(name_or_id)?;
+        let st = self.inspect(&id)?;
+        st.can_kill()?;
+        signal_pid(&st, signal)
+    }
+
+    /// Removes a container: its overlay mount, cgroup, name and directory. `force` kills a
+    /// running one first.
+    pub fn remove(&self, name_or_id: &str, force: bool) -> Result<(), ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        let dir = self.container_dir(&id);
+        let mut st = self.inspect(&id)?;
+        st.can_delete(force)?;
+        if st.status == Status::Running {
+            signal_pid(&st, libc::SIGKILL)?;
+            self.wait_until_stopped(&id, Duration::from_secs(30))?;
+            st = match self.inspect(&id) {
+                Ok(st) => st,
+                // It was started with --rm and its monitor removed it.
+                Err(ContainerError::NotFound(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+        }
+        st.status = Status::Removing;
+        state::save(&dir, &st)?;
+        remove_files(&self.root, &id, Some(&st.name))
+    }
+
+    /// Every container (`all`) or the running ones, newest first.
+    pub fn list(&self, all: bool) -> Result<Vec<ContainerState>, ContainerError> {
+        let containers = self.root.join("containers");
+        let entries = fs::read_dir(&containers).map_err(|e| ContainerError::io("reading", &containers, e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !is_id(&id) {
+                continue;
+            }
+            match self.inspect(&id) {
+                Ok(st) if all || st.status == Status::Running => out.push(st),
+                Ok(_) => {}
+                // Removed meanwhile, or half created: not listed.
+                Err(ContainerError::NotFound(_)) | Err(ContainerError::Io { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by_key(|c| std::cmp::Reverse(c.created));
+        Ok(out)
+    }
+
+    /// A container's state, repaired when its monitor died: a `running` container whose process
+    /// is gone becomes `exited`, with the monitor's recorded exit or an unknown code (255).
+    pub fn inspect(&self, name_or_id: &str) -> Result<ContainerState, ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        let dir = self.container_dir(&id);
+        let mut st = match state::load(&dir) {
+            Err(ContainerError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotFound(name_or_id.to_string()))
+            }
+            other => other?,
+        };
+        if st.status != Status::Running || process_alive(st.pid, st.pid_start_time) {
+            return Ok(st);
+        }
+        // The init process is gone: its monitor is recording the exit right now, or it died.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while monitor_alive(st.monitor_pid, &id) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            match state::load(&dir) {
+                Ok(fresh) if fresh.status != Status::Running => return Ok(fresh),
+                Ok(_) => {}
+                Err(_) => return Err(ContainerError::NotFound(name_or_id.to_string())),
+            }
+        }
+        st = state::load(&dir)?;
+        if st.status != Status::Running {
+            return Ok(st);
+        }
+        match state::read_json::<ExitRecord>(&dir.join("exit.json")) {
+            Ok(exit) => {
+                st.exit_code = exit.exit_code;
+                st.oom_killed = exit.oom_killed;
+                st.finished_at = Some(exit.finished_at);
+            }
+            Err(_) => {
+                st.exit_code = 255;
+                st.finished_at = Some(Timestamp::now());
+                st.error = "the container's monitor died; its exit code is unknown".into();
+            }
+        }
+        st.status = Status::Exited;
+        st.pid = 0;
+        tracing::warn!(id = %id, "repairing the state of a container whose monitor died");
+        remove_cgroup(&id);
+        state::save(&dir, &st)?;
+        Ok(st)
+    }
+
+    /// Blocks until the container is not running and returns its exit code.
+    pub fn wait(&self, name_or_id: &str) -> Result<i32, ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        loop {
+            let st = self.inspect(&id)?;
+            if st.status != Status::Running {
+                return Ok(st.exit_code);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops (if running) and starts a container again.
+    pub fn restart(&self, name_or_id: &str, timeout: Option<u64>) -> Result<Started, ContainerError> {
+        self.stop(name_or_id, timeout)?;
+        self.start(name_or_id, &StartOptions::default())
+    }
+
+    /// Writes the container's logs, docker-style: stdout lines to `stdout`, stderr lines to
+    /// `stderr`; `follow` keeps going until the container stops.
+    pub fn logs(
+        &self,
+        name_or_id: &str,
+        opts: &LogOptions,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<(), ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        logs::copy(self, &id, opts, stdout, stderr)
+    }
+
+    /// Runs a command in a running container with this process's standard streams, and
+    /// returns its exit code (126/127 when it cannot be executed, as docker).
+    pub fn exec(&self, name_or_id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+        let id = self.resolve_id(name_or_id)?;
+        let st = self.inspect(&id)?;
+        if st.status != Status::Running {
+            return Err(ContainerError::Conflict(format!("container {id} is not running")));
+        }
+        let monitor = monitor_binary()?;
+        let request = serde_json::to_string(opts).map_err(|source| ContainerError::Corrupt { path: PathBuf::from("exec request"), source })?;
+        let status = Command::new(&monitor)
+            .arg("--exec")
+            .arg(&self.root)
+            .arg(&id)
+            .env(monitor::EXEC_REQUEST_ENV, request)
+            .stdin(if opts.interactive { Stdio::inherit() } else { Stdio::null() })
+            .status()
+            .map_err(|e| ContainerError::io("starting", &monitor, e))?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    /// The full id of a container named by full id, unique id prefix or name.
+    pub fn resolve_id(&self, name_or_id: &str) -> Result<String, ContainerError> {
+        let key = name_or_id.trim_start_matches('/');
+        if key.is_empty() {
+            return Err(ContainerError::NotFound(name_or_id.to_string()));
+        }
+        if is_id(key) && self.container_dir(key).is_dir() {
+            return Ok(key.to_string());
+        }
+        let name_file = self.root.join("containers").join(".names").join(key);
+        if valid_name(key) {
+            if let Ok(id) = fs::read_to_string(&name_file) {
+                if self.container_dir(id.trim()).is_dir() {
+                    return Ok(id.trim().to_string());
+                }
+            }
+        }
+        let containers = self.root.join("containers");
+        let mut found = Vec::new();
+        if key.chars().all(|c| c.is_ascii_hexdigit()) {
+            let entries = fs::read_dir(&containers).map_err(|e| ContainerError::io("reading", &containers, e))?;
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if is_id(&id) && id.starts_with(&key.to_ascii_lowercase()) {
+                    found.push(id);
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(ContainerError::NotFound(name_or_id.to_string())),
+            _ => Err(ContainerError::Ambiguous(name_or_id.to_string())),
+        }
+    }
+
+    fn claim_name(&self, name: &str, id: &str) -> Result<(), ContainerError> {
+        let path = self.root.join("containers").join(".names").join(name);
+        // O_EXCL makes two concurrent creates with one name fail cleanly.
+        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => file.write_all(id.as_bytes()).map_err(|e| ContainerError::io("writing", &path, e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let owner = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                if !owner.is_empty() && !self.container_dir(&owner).is_dir() {
+                    // Left behind by a removal that was cut short.
+                    let _ = fs::remove_file(&path);
+                    return self.claim_name(name, id);
+                }
+                Err(ContainerError::NameInUse { name: name.to_string(), id: owner })
+            }
+            Err(e) => Err(ContainerError::io("creating", &path, e)),
+        }
+    }
+
+    /// Polls until the container is not running; `Ok(false)` when `limit` passed first.
+    fn wait_until_stopped(&self, id: &str, limit: Duration) -> Result<bool, ContainerError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.inspect(id) {
+                Ok(st) if st.status != Status::Running => return Ok(true),
+                Ok(_) => {}
+                Err(ContainerError::NotFound(_)) => return Ok(true),
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What the monitor tells the process that started it, one JSON object a line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum MonitorEvent {
+    Started,
+    Failed { code: i32, message: String },
+    Exited { exit_code: i32 },
+}
+
+fn read_event(reader: &mut BufReader<fs::File>) -> Option<MonitorEvent> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => serde_json::from_str(&line).ok(),
+    }
+}
+
+/// Unmounts, un-cgroups and deletes a container; also used by the monitor for `--rm`.
+pub(crate) fn remove_files(root: &Path, id: &str, name: Option<&str>) -> Result<(), ContainerError> {
+    let dir = root.join("containers").join(id);
+    let rootfs = dir.join("rootfs");
+    if is_mount_point(&rootfs) {
+        crate::layer::rootfs::unmount(&rootfs)?;
+    }
+    remove_cgroup(id);
+    if let Some(name) = name {
+        let name_file = root.join("containers").join(".names").join(name);
+        if fs::read_to_string(&name_file).map(|owner| owner.trim() == id).unwrap_or(false) {
+            let _ = fs::remove_file(&name_file);
+        }
+    }
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ContainerError::io("removing", &dir, e)),
+    }
+}
+
+/// Removes the container's cgroup if it is still there; failures are logged, since a cgroup
+/// that cannot be opened is one that is already gone.
+pub(crate) fn remove_cgroup(id: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(driver) = crate::cgroups::Cgroup::detect() else { return };
+        if let Ok(cgroup) = crate::cgroups::Cgroup::open(&driver, id) {
+            if let Err(error) = cgroup.remove() {
+                tracing::warn!(%id, %error, "cannot remove the container's cgroup");
+            }
+        }
+    }
+}
+
+fn signal_pid(st: &ContainerState, signal: i32) -> Result<(), ContainerError> {
+    if !process_alive(st.pid, st.pid_start_time) {
+        return Ok(());
+    }
+    // SAFETY: kill(2) with a pid we checked is still the container's init; no memory involved.
+    if unsafe { libc::kill(st.pid, signal) } == 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ESRCH => Ok(()),
+        source => Err(ContainerError::Sys { what: format!("sending signal {signal} to container {}", st.id), source }),
+    }
+}
+
+/// Whether `pid` is still the process that was started (its start time matches).
+pub(crate) fn process_alive(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match process_start_time(pid) {
+        Some((started, state)) => state != 'Z' && (start_time == 0 || started == start_time),
+        None => false,
+    }
+}
+
+/// Field 22 (start time) and field 3 (state) of /proc/PID/stat.
+pub(crate) fn process_start_time(pid: i32) -> Option<(u64, char)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let started = fields.get(19)?.parse().ok()?;
+    Some((started, state))
+}
+
+fn monitor_alive(pid: i32, id: &str) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let alive = process_start_time(pid).is_some_and(|(_, state)| state != 'Z');
+    alive && String::from_utf8_lossy(&cmdline).contains(id)
+}
+
+/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else { return false };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().any(|line| {
+        line.split(' ').nth(4).is_some_and(|mount_point| Path::new(&unescape_mountinfo(mount_point)) == path)
+    })
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+pub fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `flotilla-monitor` next to the current executable, else on PATH, else $FLOTILLA_MONITOR.
+pub fn monitor_binary() -> Result<PathBuf, ContainerError> {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join("flotilla-monitor"));
+        // Test binaries live in target/PROFILE/deps, the binaries one level up.
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join("flotilla-monitor"));
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&paths).map(|d| d.join("flotilla-monitor")));
+    }
+    if let Some(explicit) = std::env::var_os("FLOTILLA_MONITOR") {
+        candidates.push(PathBuf::from(explicit));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or(ContainerError::MonitorNotFound { exe })
+}
+
+fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub(crate) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A docker-like `adjective_surname` name.
+fn random_name() -> String {
+    const ADJECTIVES: &[&str] = &[
+        "admiring", "bold", "brave", "clever", "eager", "focused", "gallant", "happy", "jolly",
+        "keen", "lucid", "modest", "nifty", "quirky", "serene", "sharp", "stoic", "tender",
+        "upbeat", "vibrant", "wizardly", "zealous",
+    ];
+    const NAMES: &[&str] = &[
+        "babbage", "curie", "darwin", "euler", "fermi", "galileo", "hopper", "hypatia", "kepler",
+        "lovelace", "meitner", "newton", "noether", "pascal", "ritchie", "shannon", "tesla",
+        "thompson", "turing", "wozniak",
+    ];
+    let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
+    let n = NAMES[rand::random_range(0..NAMES.len())];
+    format!("{a}_{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_like_docker() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(""));
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn ids_are_64_hex() {
+        let id = new_id();
+        assert!(is_id(&id), "{id}");
+    }
+}
