@@ -545,3 +545,44 @@ async fn five_replicas_membership_and_ctl_cluster_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT") || String::from_utf8_lossy(&out.stderr).contains("host:port"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A replica that missed more writes than the log keeps in memory catches up from the log on
+/// disk (no snapshot in between: the default snapshot interval is far larger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_far_behind_catches_up_from_the_log_on_disk() {
+    let c = Cluster::up(3).expect("cluster up");
+    wait_default_namespace(&c, 1).await;
+    let leader = c.leader(1, Duration::from_secs(10)).await.unwrap();
+    let lagging = *c.replica_ids().iter().find(|i| **i != leader).unwrap();
+    let other = *c.replica_ids().iter().find(|i| **i != leader && **i != lagging).unwrap();
+    c.stop_replica(lagging, "TERM").unwrap();
+    let total = 9_000usize;
+    let http = c.http().unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..16usize {
+        let (http, urls) = (http.clone(), [c.url(leader, &cm_path("default", None)), c.url(other, &cm_path("default", None))]);
+        tasks.push(tokio::spawn(async move {
+            for i in (w..total).step_by(16) {
+                let r = http.post(&urls[i % 2]).json(&cm(&format!("far-{i}"), "x")).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.start_replica(lagging).unwrap();
+    let mut seen = 0;
+    for _ in 0..150 {
+        if let Ok(r) = http.get(c.url(lagging, &format!("{}?resourceVersion=0", cm_path("default", None)))).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                seen = v["items"].as_array().map(Vec::len).unwrap_or(0);
+                if seen == total {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, total, "the lagging replica did not catch up");
+}

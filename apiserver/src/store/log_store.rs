@@ -35,7 +35,15 @@ const KEY_PURGED: &str = "last_purged";
 pub(crate) struct LogStore {
     mem: Arc<Mutex<Mem>>,
     writer: mpsc::Sender<Op>,
+    /// read directly for entries older than the memory copy keeps
+    db: Arc<Database>,
+    /// the highest index the writer has made durable
+    durable: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many recent entries stay in memory once they are on disk: enough for any follower that
+/// is merely slow; one further behind is served from the database.
+const MEM_ENTRIES: usize = 8_192;
 
 /// What the log holds, as openraft last told us (ahead of the disk by at most one batch).
 #[derive(Default)]
@@ -86,11 +94,15 @@ impl LogStore {
             }
         };
         let (tx, rx) = mpsc::channel();
+        let db = Arc::new(db);
+        let last = mem.entries.keys().next_back().copied().unwrap_or(0);
+        let durable = Arc::new(std::sync::atomic::AtomicU64::new(last));
+        let (wdb, wdurable) = (db.clone(), durable.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer(db, rx))
+            .spawn(move || writer(&wdb, rx, &wdurable))
             .map_err(|e| StoreError::Storage(format!("start the raft log writer: {e}")))?;
-        Ok(LogStore { mem: Arc::new(Mutex::new(mem)), writer: tx })
+        Ok(LogStore { mem: Arc::new(Mutex::new(mem)), writer: tx, db, durable })
     }
 
     fn mem(&self) -> MutexGuard<'_, Mem> {
@@ -177,7 +189,7 @@ fn load(db: &Database) -> Result<Mem, String> {
 const PURGE_CHUNK: u64 = 512;
 
 /// The writer thread: batches whatever is queued into one transaction and one fsync.
-fn writer(db: Database, rx: mpsc::Receiver<Op>) {
+fn writer(db: &Database, rx: mpsc::Receiver<Op>, durable: &std::sync::atomic::AtomicU64) {
     // Entries at or below a recorded purge point are dead (load skips them), so deleting them
     // from disk can trail behind, a chunk at a time, between batches.
     let mut purge_to: Option<u64> = None;
@@ -197,7 +209,7 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>) {
         };
         let Some(first) = first else {
             if let Some(target) = purge_to {
-                match delete_chunk(&db, target) {
+                match delete_chunk(db, target) {
                     Ok(done_to) => purged_on_disk = done_to,
                     Err(e) => {
                         tracing::warn!(error = %e, "trimming the purged raft log failed; will retry");
@@ -215,9 +227,24 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>) {
                 purge_to = Some(purge_to.map_or(upto.index, |p| p.max(upto.index)));
             }
         }
-        let result = write_batch(&db, &batch);
+        let result = write_batch(db, &batch);
         if let Err(e) = &result {
             tracing::error!(error = %e, "writing the raft log failed");
+        }
+        if result.is_ok() {
+            for op in &batch {
+                match op {
+                    Op::Append(entries, _) => {
+                        if let Some(last) = entries.last() {
+                            durable.store(last.log_id.index, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                    Op::Truncate(from) => {
+                        durable.fetch_min(from.saturating_sub(1), std::sync::atomic::Ordering::AcqRel);
+                    }
+                    _ => {}
+                }
+            }
         }
         for op in batch {
             match op {
@@ -265,6 +292,17 @@ fn write_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
     txn.commit().map_err(|e| e.to_string())
 }
 
+fn read_range(db: &Database, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let t = txn.open_table(LOGS).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for item in t.range::<u64>(range).map_err(|e| e.to_string())? {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        out.push(serde_json::from_slice(v.value()).map_err(|e| format!("decode log entry {}: {e}", k.value()))?);
+    }
+    Ok(out)
+}
+
 /// Deletes up to PURGE_CHUNK of the oldest log entries at or below `target`; returns how far
 /// the disk is now trimmed. Not fsynced: if lost in a crash the entries are skipped on load
 /// anyway, and the next durable commit makes it stick.
@@ -294,7 +332,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
-        Ok(self.mem().entries.range(range).map(|(_, e)| e.clone()).collect())
+        let (first_in_mem, mut from_mem): (Option<u64>, Vec<Entry>) = {
+            let m = self.mem();
+            (m.entries.keys().next().copied(), m.entries.range(range).map(|(_, e)| e.clone()).collect())
+        };
+        let wants_older = match (range.0, first_in_mem) {
+            (_, None) => false,
+            (Bound::Unbounded, Some(_)) => true,
+            (Bound::Included(s), Some(f)) => s < f,
+            (Bound::Excluded(s), Some(f)) => s + 1 < f,
+        };
+        if !wants_older {
+            return Ok(from_mem);
+        }
+        // a follower far behind: the older part comes from disk
+        let upper = Bound::Excluded(first_in_mem.unwrap_or(0));
+        let end = match (range.1, upper) {
+            (Bound::Unbounded, u) => u,
+            (Bound::Included(e), Bound::Excluded(u)) if e < u => Bound::Included(e),
+            (Bound::Excluded(e), Bound::Excluded(u)) if e < u => Bound::Excluded(e),
+            (_, u) => u,
+        };
+        let mut out = read_range(&self.db, (range.0, end))
+            .map_err(|e| StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Read, openraft::AnyError::error(e)))?;
+        out.append(&mut from_mem);
+        Ok(out)
     }
 }
 
@@ -343,6 +405,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut m = self.mem();
             for e in &entries {
                 m.entries.insert(e.log_id.index, e.clone());
+            }
+            // keep memory bounded: drop the oldest entries that are already on disk
+            let durable = self.durable.load(std::sync::atomic::Ordering::Acquire);
+            while m.entries.len() > MEM_ENTRIES {
+                match m.entries.first_key_value() {
+                    Some((k, _)) if *k <= durable => {
+                        m.entries.pop_first();
+                    }
+                    _ => break,
+                }
             }
         }
         self.send(Op::Append(entries, callback), ErrorSubject::Logs)

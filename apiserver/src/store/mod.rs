@@ -81,7 +81,7 @@ impl StoreConfig {
             peer_client,
             peer_scheme,
             history_limit: 100_000,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             logs_kept_after_snapshot: 1_000,
             heartbeat_ms: 100,
             election_min_ms: 500,
