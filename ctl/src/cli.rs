@@ -138,12 +138,15 @@ pub enum Command {
 
     // Local image commands, as docker names them.
     /// List images
+    #[command(after_help = "Examples:\n  # List every image\n  ctl images\n\n  # Only the ids, e.g. for scripts\n  ctl images -q")]
     Images(crate::commands::images::ImagesArgs),
 
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    #[command(after_help = "Examples:\n  # Give busybox a name in a local registry\n  ctl tag busybox localhost:5000/tools/busybox:1")]
     Tag(crate::commands::images::TagArgs),
 
     /// Remove one or more images
+    #[command(after_help = "Examples:\n  # Remove an image no container uses\n  ctl rmi busybox:old\n\n  # Remove it even though a container uses it\n  ctl rmi -f busybox:old")]
     Rmi(crate::commands::images::RmiArgs),
 
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
@@ -151,10 +154,11 @@ pub enum Command {
     Save(crate::commands::images::SaveArgs),
 
     /// Load an image from a tar archive or STDIN
+    #[command(after_help = "Examples:\n  # Load an archive made by docker save or ctl save\n  ctl load -i busybox.tar")]
     Load(crate::commands::images::LoadArgs),
 
     /// Manage images
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  # Show how an image was made\n  ctl image history busybox\n\n  # Remove images no container uses\n  ctl image prune -a -f")]
     Image(crate::commands::images::ImageCommand),
 
     // Local container commands, as docker names them.
@@ -162,37 +166,47 @@ pub enum Command {
     Run(crate::commands::containers::RunArgs),
 
     /// List containers
+    #[command(after_help = "Examples:\n  # Running containers\n  ctl ps\n\n  # All of them, ids only\n  ctl ps -a -q")]
     Ps(crate::commands::containers::PsArgs),
 
     /// Stop one or more running containers
+    #[command(after_help = "Examples:\n  # Stop web, killing it after 30 seconds if it has not exited\n  ctl stop -t 30 web")]
     Stop(crate::commands::containers::StopArgs),
 
     /// Kill one or more running containers
+    #[command(after_help = "Examples:\n  # Send SIGKILL\n  ctl kill web\n\n  # Send SIGHUP (-s is --server, as in kubectl, so the signal goes by --signal)\n  ctl kill --signal HUP web")]
     Kill(crate::commands::containers::KillArgs),
 
     /// Remove one or more containers
+    #[command(after_help = "Examples:\n  # Remove a stopped container\n  ctl rm web\n\n  # Stop and remove a running one\n  ctl rm -f web")]
     Rm(crate::commands::containers::RmArgs),
 
     /// Start one or more stopped containers
+    #[command(after_help = "Examples:\n  # Start web again and follow its output\n  ctl start -a web")]
     Start(crate::commands::containers::StartArgs),
 
     /// Restart one or more containers
+    #[command(after_help = "Examples:\n  ctl restart -t 5 web")]
     Restart(crate::commands::containers::StopArgs),
 
     /// Fetch the logs of a container
+    #[command(after_help = "Examples:\n  # The last 20 lines, then follow\n  ctl logs --tail 20 -f web")]
     Logs(crate::commands::containers::LogsArgs),
 
     /// Execute a command in a running container
+    #[command(after_help = "Examples:\n  # A shell inside web\n  ctl exec -it web sh\n\n  # One command with an extra variable\n  ctl exec -e DEBUG=1 web env")]
     Exec(crate::commands::containers::ExecArgs),
 
     /// Return low-level information on containers
+    #[command(after_help = "Examples:\n  ctl inspect web")]
     Inspect(crate::commands::containers::ContainersArgs),
 
     /// Block until one or more containers stop, then print their exit codes
+    #[command(after_help = "Examples:\n  ctl wait web")]
     Wait(crate::commands::containers::ContainersArgs),
 
     /// Manage volumes
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  ctl volume create data\n  ctl run -v data:/data busybox touch /data/x\n  ctl volume ls\n  ctl volume rm data")]
     Volume(crate::commands::containers::VolumeCommand),
 }
 

@@ -1,12 +1,13 @@
 //! Containers run for real (as root): namespaces, PID 1, user and environment semantics, exit
-//! codes, stop and kill, logs, exec, OOM kills, volumes, and removal that leaves nothing behind.
+//! codes, stop and kill, logs, exec, OOM kills, volumes, terminals, removal that leaves nothing
+//! behind, and the clean-up of containers left by an earlier boot.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{cgroup_dirs, mounts_under, Fixture, IMAGE};
-use runtime::container::{ContainerError, ExecOptions, StartOptions, Status};
+use runtime::container::{ContainerError, ExecOptions, ExecStdio, Runtime, StartOptions, Status};
 use runtime::spec::RunOptions;
 
 fn cmd(args: &[&str]) -> RunOptions {
@@ -301,4 +302,146 @@ fn a_terminal_is_allocated_for_tty() {
     assert_eq!(started.wait(), Some(0));
     // A terminal turns \n into \r\n, and everything is stdout, as docker logs it.
     assert_eq!(fx.logs(&id), ("terminal\r\n40 120\r\n".to_string(), String::new()));
+}
+
+#[test]
+fn the_terminal_comes_from_the_containers_devpts() {
+    let Some(fx) = Fixture::new("the_terminal_comes_from_the_containers_devpts") else { return };
+    for user in [None, Some("app".to_string())] {
+        let opts = RunOptions { tty: true, user: user.clone(), ..cmd(&["sh", "-c", "tty; test -e $(tty) && echo exists"]) };
+        let id = fx.runtime.create(IMAGE, &opts).expect("create");
+        fx.track(&id);
+        let started = fx.runtime.start(&id, &StartOptions::default()).expect("start");
+        assert_eq!(started.wait(), Some(0), "user {user:?}");
+        assert_eq!(fx.logs(&id).0, "/dev/pts/0\r\nexists\r\n", "user {user:?}");
+    }
+}
+
+/// Runs `args` with exec -t (and -i) in a container, with a pty of the test's own as the
+/// caller's terminal; `input` is typed once the output contains `prompt`. Returns the exit code
+/// and everything the caller's terminal showed.
+fn exec_on_a_terminal(fx: &Fixture, id: &str, args: &[&str], prompt: &str, input: &[u8]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let size = nix::pty::Winsize { ws_row: 30, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let mut master = std::fs::File::from(pty.master);
+    let mut typist = master.try_clone().expect("dup master");
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the helper and the test have closed the terminal's other side.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let writer = {
+        let (shown, prompt, input) = (Arc::clone(&shown), prompt.to_string(), input.to_vec());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !String::from_utf8_lossy(&shown.lock().expect("lock")).contains(&prompt) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = typist.write_all(&input);
+        })
+    };
+    let slave = pty.slave;
+    // Raw, as `ctl exec -it` makes the local terminal: what the command's terminal sends shows
+    // unchanged.
+    let mut raw = nix::sys::termios::tcgetattr(&slave).expect("tcgetattr");
+    nix::sys::termios::cfmakeraw(&mut raw);
+    nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &raw).expect("tcsetattr");
+    let stdio = ExecStdio {
+        stdin: Some(slave.try_clone().expect("dup slave").into()),
+        stdout: Some(slave.try_clone().expect("dup slave").into()),
+        stderr: Some(slave.into()),
+    };
+    let opts = ExecOptions { args: args.iter().map(|s| s.to_string()).collect(), tty: true, interactive: true, ..Default::default() };
+    let code = fx.runtime.exec_with_stdio(id, &opts, stdio).expect("exec");
+    writer.join().expect("typist");
+    reader.join().expect("reader");
+    let shown = String::from_utf8_lossy(&shown.lock().expect("lock")).into_owned();
+    (code, shown)
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    let Some(fx) = Fixture::new("exec_with_a_terminal") else { return };
+    let id = start_detached(&fx, cmd(&["sleep", "1000"]));
+    let (code, shown) = exec_on_a_terminal(&fx, &id, &["sh", "-c", "test -t 0 && test -t 1 && echo yes; tty; stty size"], "", b"");
+    assert_eq!(code, 0, "{shown}");
+    // The caller's window size is passed on; the terminal is the container's first one.
+    assert_eq!(shown, "yes\r\n/dev/pts/0\r\n30 100\r\n");
+
+    // An interactive shell: what is typed reaches it, its exit code comes back.
+    let (code, shown) = exec_on_a_terminal(&fx, &id, &["sh"], "# ", b"echo hi-$((6*7))\nexit 3\n");
+    assert_eq!(code, 3, "{shown}");
+    assert!(shown.contains("hi-42\r\n"), "{shown}");
+
+    // A command that cannot run reports docker's code, its message on the terminal.
+    let (code, shown) = exec_on_a_terminal(&fx, &id, &["no-such-command"], "", b"");
+    assert_eq!(code, 127, "{shown}");
+    assert!(shown.contains("executable file not found"), "{shown}");
+}
+
+#[test]
+fn containers_of_an_earlier_boot_are_cleaned_up_on_open() {
+    let Some(fx) = Fixture::new("containers_of_an_earlier_boot_are_cleaned_up_on_open") else { return };
+    let running = start_detached(&fx, cmd(&["sleep", "1000"]));
+    let auto_removed = start_detached(&fx, RunOptions { auto_remove: true, ..cmd(&["sleep", "1000"]) });
+    let created = fx.runtime.create(IMAGE, &cmd(&["true"])).expect("create");
+    fx.track(&created);
+    let boot = runtime::container::current_boot_id().expect("this kernel has a boot id");
+    assert_eq!(fx.runtime.inspect(&running).expect("inspect").boot_id, boot);
+
+    // A reboot, as far as the state can tell: every process dies at once, no monitor records
+    // anything, and the states and the root's marker name another boot. The overlay mounts and
+    // cgroups stay here (a real reboot leaves none) to show they are cleared too.
+    for id in [&running, &auto_removed] {
+        let st = fx.runtime.inspect(id).expect("inspect");
+        for pid in [st.monitor_pid, st.pid] {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{}/stat", st.pid)).is_ok_and(|s| !s.contains(") Z ")) {
+            assert!(Instant::now() < deadline, "the container's process does not die");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let earlier = "00000000-0000-4000-8000-000000000000";
+    for id in [&running, &auto_removed, &created] {
+        let path = fx.runtime.container_dir(id).join("state.json");
+        let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read state")).expect("json");
+        state["boot_id"] = earlier.into();
+        std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write state");
+    }
+    std::fs::write(fx.root().join("containers/.boot_id"), earlier).expect("write marker");
+    assert!(!mounts_under(&fx.runtime.container_dir(&running)).is_empty(), "a leftover mount to clean up");
+    assert!(!cgroup_dirs(&running).is_empty(), "a leftover cgroup to clean up");
+
+    let reopened = Runtime::open(&fx.root()).expect("open after the reboot");
+    let st = reopened.inspect(&running).expect("inspect");
+    assert_eq!((st.status, st.exit_code, st.pid, st.boot_id.as_str()), (Status::Exited, 255, 0, boot.as_str()));
+    assert!(st.finished_at.is_some() && !st.error.is_empty(), "{st:?}");
+    assert_eq!(mounts_under(&reopened.container_dir(&running)), Vec::<String>::new());
+    assert_eq!(cgroup_dirs(&running), Vec::<std::path::PathBuf>::new());
+    assert_eq!(cgroup_dirs(&auto_removed), Vec::<std::path::PathBuf>::new());
+    assert!(!reopened.container_dir(&auto_removed).exists(), "--rm container removed");
+    assert_eq!(mounts_under(&reopened.container_dir(&auto_removed)), Vec::<String>::new());
+    assert!(matches!(reopened.inspect(&auto_removed), Err(ContainerError::NotFound(_))));
+    let st = reopened.inspect(&created).expect("inspect");
+    assert_eq!((st.status, st.boot_id.as_str()), (Status::Created, boot.as_str()));
+    assert_eq!(std::fs::read_to_string(fx.root().join("containers/.boot_id")).expect("marker").trim(), boot);
+
+    // Both containers that are left start again in this boot.
+    let started = reopened.start(&created, &StartOptions::default()).expect("start the created one");
+    assert_eq!(started.wait(), Some(0));
+    drop(reopened.start(&running, &StartOptions::default()).expect("start the recovered one"));
+    assert_eq!(reopened.inspect(&running).expect("inspect").status, Status::Running);
 }

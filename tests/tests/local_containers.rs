@@ -29,7 +29,7 @@ impl Root {
         std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
         std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir");
         std::fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-        for applet in ["sh", "cat", "echo", "sleep", "true", "ls", "hostname", "ps", "id"] {
+        for applet in ["sh", "cat", "echo", "sleep", "true", "ls", "hostname", "ps", "id", "tty", "test"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
@@ -175,4 +175,41 @@ fn signals_to_an_attached_run_reach_the_container() {
     stdout.read_line(&mut line).expect("read");
     assert_eq!(line, "got TERM\n");
     assert_eq!(child.wait().expect("wait").code(), Some(9));
+}
+
+#[test]
+fn terminals_come_from_the_containers_devpts() {
+    let Some(root) = Root::new("terminals_come_from_the_containers_devpts") else { return };
+    let out = root.ctl(&["run", "--rm", "-t", IMAGE, "tty"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/dev/pts/0\r\n");
+
+    root.ok(&["run", "-d", "--name", "web", IMAGE, "sleep", "1000"]);
+    // Without a terminal on ctl's side the command still gets one.
+    assert_eq!(root.ok(&["exec", "-t", "web", "sh", "-c", "test -t 0 && echo yes; tty"]), "yes\r\n/dev/pts/0\r\n");
+
+    // As a user types it at a terminal: script(1) gives ctl one.
+    if Path::new("/usr/bin/script").is_file() {
+        let command = format!(
+            "'{}' --root '{}' exec -it web sh -c 'test -t 0 && echo yes; tty; exit 4'",
+            root.ctl.display(),
+            root.root().display()
+        );
+        let out = Command::new("/usr/bin/script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "yes\r\n/dev/pts/0\r\n");
+    } else {
+        eprintln!("skipping exec -it at a terminal: install util-linux's script");
+    }
+
+    // docker's `kill -s HUP` is `--server HUP` here: refused rather than sending KILL.
+    let out = root.ctl(&["kill", "-s", "HUP", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--signal HUP"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(root.ok(&["ps"]).contains(" Up "), "the container still runs");
+    assert_eq!(root.ok(&["kill", "--signal", "KILL", "web"]), "web\n");
 }

@@ -153,7 +153,7 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct KillArgs {
-    /// Signal to send to the container (docker's -s; `-s` is the global --server here)
+    /// Signal to send to the container (docker's -s is spelled --signal only: -s is ctl's global --server)
     #[arg(long, default_value = "KILL")]
     pub signal: String,
     #[arg(required = true, value_name = "CONTAINER")]
@@ -200,7 +200,7 @@ pub struct ExecArgs {
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Allocate a pseudo-TTY (not supported yet: the command runs without a terminal)
+    /// Allocate a pseudo-TTY
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Set environment variables
@@ -224,19 +224,20 @@ pub struct ContainersArgs {
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
     /// Create a volume
+    #[command(after_help = "Examples:\n  ctl volume create data")]
     Create {
         /// The volume's name (random when left out)
         name: Option<String>,
     },
     /// List volumes
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_help = "Examples:\n  ctl volume ls -q")]
     Ls {
         /// Only display volume names
         #[arg(short = 'q', long)]
         quiet: bool,
     },
     /// Remove one or more volumes
-    #[command(visible_alias = "remove")]
+    #[command(visible_alias = "remove", after_help = "Examples:\n  ctl volume rm data")]
     Rm {
         /// Accepted for docker compatibility; a volume in use is never removed
         #[arg(short = 'f', long)]
@@ -245,6 +246,7 @@ pub enum VolumeCommand {
         names: Vec<String>,
     },
     /// Display detailed information on one or more volumes
+    #[command(after_help = "Examples:\n  ctl volume inspect data")]
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
@@ -435,6 +437,16 @@ pub fn stop(global: &GlobalArgs, args: &StopArgs, out: &mut dyn Write) -> anyhow
 
 /// `ctl kill`
 pub fn kill(global: &GlobalArgs, args: &KillArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    // `ctl kill -s HUP web` parses as --server HUP and would send KILL: refuse it instead.
+    if let Some(server) = global.servers.first() {
+        return Err(exit(
+            1,
+            Some(format!(
+                "ctl: kill works on local containers and takes no --server ({server:?} given); \
+                 to choose the signal write --signal {server} (-s is the global --server flag, as in kubectl)"
+            )),
+        ));
+    }
     let rt = open(global)?;
     each(&args.containers, out, |c| rt.kill(c, &args.signal))
 }
@@ -510,18 +522,20 @@ pub fn logs(global: &GlobalArgs, args: &LogsArgs, out: &mut dyn Write) -> anyhow
 /// `ctl exec`
 pub fn exec(global: &GlobalArgs, args: &ExecArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let rt = open(global)?;
-    if args.tty {
-        eprintln!("ctl: warning: -t is not supported yet; the command runs without a terminal");
-    }
     out.flush()?;
     let opts = ExecOptions {
         args: args.command.clone(),
         env: args.env.clone(),
         workdir: args.workdir.clone(),
-        tty: false,
+        tty: args.tty,
         interactive: args.interactive,
     };
-    let code = rt.exec(&args.container, &opts).map_err(|e| exit(1, Some(format!("Error response from daemon: {e}"))))?;
+    // With -t -i the local terminal goes raw: keys reach the command's terminal unchanged. The
+    // exec helper reads the window size (and follows its changes) from the streams it inherits.
+    let raw = if args.tty && args.interactive { RawTerminal::enter() } else { None };
+    let code = rt.exec(&args.container, &opts);
+    drop(raw);
+    let code = code.map_err(|e| exit(1, Some(format!("Error response from daemon: {e}"))))?;
     if code != 0 {
         return Err(exit(code, None));
     }

@@ -19,13 +19,16 @@ use crate::cli::GlobalArgs;
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// List images
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_help = "Examples:\n  ctl image ls\n  ctl image ls busybox")]
     Ls(ImagesArgs),
     /// Display detailed information on one or more images
+    #[command(after_help = "Examples:\n  ctl image inspect busybox")]
     Inspect(InspectArgs),
     /// Show the history of an image
+    #[command(after_help = "Examples:\n  ctl image history busybox")]
     History(HistoryArgs),
     /// Remove dangling images (with -a, every image no container uses)
+    #[command(after_help = "Examples:\n  # Remove untagged images without asking\n  ctl image prune -f")]
     Prune(PruneArgs),
     /// Import the contents of a tarball to create a filesystem image
     #[command(
@@ -33,13 +36,16 @@ pub enum ImageCommand {
     )]
     Import(ImportArgs),
     /// Remove one or more images
-    #[command(visible_alias = "remove")]
+    #[command(visible_alias = "remove", after_help = "Examples:\n  ctl image rm busybox:old")]
     Rm(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    #[command(after_help = "Examples:\n  ctl image tag busybox localhost:5000/tools/busybox:1")]
     Tag(TagArgs),
     /// Save one or more images to a tar archive
+    #[command(after_help = "Examples:\n  ctl image save -o busybox.tar busybox")]
     Save(SaveArgs),
     /// Load an image from a tar archive or STDIN
+    #[command(after_help = "Examples:\n  ctl image load -i busybox.tar")]
     Load(LoadArgs),
 }
 

@@ -1,17 +1,25 @@
 //! `exec`: runs a command in a running container (`flotilla-monitor --exec ROOT ID`, started
 //! by [`super::Runtime::exec`] with the caller's standard streams). It joins the container's
 //! cgroup and namespaces through /proc/PID/ns/*, forks so the command lands in the PID
-//! namespace, and gives it the container's user, capabilities and no_new_privs.
+//! namespace, and gives it the container's user, capabilities and no_new_privs. With `tty` the
+//! command gets a terminal from the container's devpts (see [`super::console`]); this helper
+//! then relays between it and the caller's streams, passing on the caller's window size (and
+//! its changes), until the command exits.
 //!
 //! It is a separate single-threaded process because `setns` into a mount namespace is refused
 //! to multi-threaded processes such as `ctl` or the node agent.
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, CloneFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use super::monitor::EXEC_REQUEST_ENV;
 use super::setup::{exec_process, ProcessConfig};
@@ -79,22 +87,157 @@ fn enter_and_run(root: &Path, id: &str) -> Result<i32, String> {
         capabilities: &st.spec.capabilities,
         no_new_privileges: st.spec.no_new_privileges,
     };
+    // Inside the mount namespace now: /dev/pts is the container's.
+    let terminal = if request.tty {
+        Some(super::console::open_in_root(super::console::size_of_any(&[0, 1]).as_ref())?)
+    } else {
+        None
+    };
+    // Blocked before the fork so no child exit or resize is missed; the command gets an empty
+    // mask back before it executes.
+    let signals = match &terminal {
+        Some(_) => Some(watch_signals()?),
+        None => None,
+    };
     // SAFETY: this helper is single-threaded, so the child may allocate after fork.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
+            if let Some((_, slave)) = &terminal {
+                let _ = nix::unistd::setsid();
+                if let Err(message) = super::console::make_controlling(slave) {
+                    eprintln!("OCI runtime exec failed: {message}");
+                    // SAFETY: ends the child without running the parent's destructors.
+                    unsafe { libc::_exit(125) }
+                }
+            }
             let error = exec_process(&process, false);
             eprintln!("OCI runtime exec failed: exec failed: unable to start container process: {}: unknown", error.message);
             // SAFETY: ends the child without running the parent's destructors.
             unsafe { libc::_exit(error.code) }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("waiting for the exec'd process: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { child }) => match (terminal, signals) {
+            (Some((master, slave)), Some(signals)) => {
+                // The master must see end of file once the command's side is closed.
+                drop(slave);
+                relay_terminal(&master, request.interactive, child, &signals)
             }
+            _ => wait_for(child),
         },
         Err(e) => Err(format!("fork: {e}")),
     }
+}
+
+fn wait_for(child: Pid) -> Result<i32, String> {
+    loop {
+        match waitpid(child, None) {
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    return Ok(code);
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("waiting for the exec'd process: {e}")),
+        }
+    }
+}
+
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+/// SIGCHLD (the command exited) and SIGWINCH (the caller's terminal was resized), blocked and
+/// read from a signalfd, so the relay's poll sees them.
+fn watch_signals() -> Result<SignalFd, String> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGWINCH);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("creating a signalfd: {e}"))
+}
+
+/// Copies the terminal's output to this process's stdout and (`interactive`) its stdin to the
+/// terminal, follows the caller's window size, and returns the command's exit code. Output
+/// still buffered when the command exits is drained; a background process that keeps the
+/// terminal open does not hold the caller.
+fn relay_terminal(master: &OwnedFd, interactive: bool, child: Pid, signals: &SignalFd) -> Result<i32, String> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut stdin_open = interactive;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut exited = None;
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = if exited.is_some() { PollTimeout::ZERO } else { PollTimeout::NONE };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waiting for terminal output: {e}")),
+        }
+        let ready: Vec<bool> = fds.iter().map(|p| p.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        if ready[0] {
+            match nix::unistd::read(master, &mut buf) {
+                // EIO: every process holding the command's side has closed it.
+                Ok(0) | Err(nix::errno::Errno::EIO) => break,
+                Ok(n) => {
+                    // A caller that stopped reading loses output; the command must not block.
+                    let _ = write_all(stdout.as_fd(), &buf[..n]);
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => return Err(format!("reading the terminal: {e}")),
+            }
+        } else if exited.is_some() {
+            // The command is gone and nothing more is buffered.
+            break;
+        }
+        if ready[1] {
+            while let Ok(Some(info)) = signals.read_signal() {
+                if info.ssi_signo == Signal::SIGWINCH as u32 {
+                    if let Some(size) = super::console::size_of_any(&[0, 1]) {
+                        super::console::set_size(master, &size);
+                    }
+                } else if exited.is_none() {
+                    if let Ok(status) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                        exited = exit_code(status);
+                    }
+                }
+            }
+        }
+        if ready.get(2).copied().unwrap_or(false) {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(0) => stdin_open = false,
+                Ok(n) => {
+                    if write_all(master.as_fd(), &buf[..n]).is_err() {
+                        stdin_open = false;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => stdin_open = false,
+            }
+        }
+    }
+    match exited {
+        Some(code) => Ok(code),
+        None => wait_for(child),
+    }
+}
+
+fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -8,10 +8,17 @@
 //! exit. Every verb here reads `containers/<id>/state.json`; a state left `running` by a monitor
 //! that died is repaired on read (see [`Runtime::inspect`]).
 //!
+//! Each state records the boot it belongs to (`/proc/sys/kernel/random/boot_id`): after a
+//! reboot the processes, mounts and cgroups of a container are gone, so [`Runtime::open`] marks
+//! the containers of an earlier boot that were running as exited (255, as docker shows them),
+//! clears their leftovers and removes the `--rm` ones.
+//!
 //! Modules: [`state`] (the status enum and its guards, JSON files), `setup` (process setup,
-//! Linux), [`monitor`] (the monitor's and exec helper's code), [`logs`] (json-file log lines),
-//! [`volume`] (named volumes).
+//! Linux), `console` (terminals from the container's devpts, Linux), [`monitor`] (the
+//! monitor's and exec helper's code), [`logs`] (json-file log lines), [`volume`] (named volumes).
 
+#[cfg(target_os = "linux")]
+pub mod console;
 #[cfg(target_os = "linux")]
 pub mod exec;
 pub mod logs;
@@ -112,9 +119,21 @@ pub struct ExecOptions {
     /// `K=V`, added to (and overriding) the container's environment.
     pub env: Vec<String>,
     pub workdir: Option<String>,
+    /// `-t`: the command gets a terminal from the container's devpts, sized as the caller's;
+    /// everything it prints then comes out on stdout, as a terminal writes it.
     pub tty: bool,
     /// Forward this process's standard input; otherwise the command reads /dev/null.
     pub interactive: bool,
+}
+
+/// Where an exec'd command's standard streams come from and go to; `None` keeps this process's
+/// own (stdin is /dev/null unless [`ExecOptions::interactive`]). With `tty` they are the
+/// caller's terminal, whose window size the command's terminal takes.
+#[derive(Debug, Default)]
+pub struct ExecStdio {
+    pub stdin: Option<Stdio>,
+    pub stdout: Option<Stdio>,
+    pub stderr: Option<Stdio>,
 }
 
 /// A container that `start` started: its monitor reports the exit code here, even when the
@@ -155,11 +174,14 @@ pub struct ImageInfo {
 
 impl Runtime {
     /// Opens (creating when missing) the containers and volumes dirs of `root`.
+    /// Containers left from an earlier boot are cleaned up first (see the module doc).
     pub fn open(root: &Path) -> Result<Runtime, ContainerError> {
         for dir in [root.join("containers").join(".names"), root.join("volumes")] {
             fs::create_dir_all(&dir).map_err(|e| ContainerError::io("creating", &dir, e))?;
         }
-        Ok(Runtime { root: root.to_path_buf() })
+        let runtime = Runtime { root: root.to_path_buf() };
+        runtime.recover_after_reboot()?;
+        Ok(runtime)
     }
 
     pub fn root(&self) -> &Path {
@@ -273,6 +295,7 @@ impl Runtime {
             interactive: opts.interactive,
             auto_remove: opts.auto_remove,
             restart_count: 0,
+            boot_id: current_boot_id().unwrap_or_default(),
             spec,
         };
         state::save(dir, &state)
@@ -298,6 +321,7 @@ impl Runtime {
         st.exit_code = 0;
         st.oom_killed = false;
         st.error.clear();
+        st.boot_id = current_boot_id().unwrap_or_default();
         state::save(&dir, &st)?;
 
         let monitor = monitor_binary()?;
@@ -442,6 +466,11 @@ impl Runtime {
             }
             other => other?,
         };
+        // Left by a sweep in `open` that failed: a pid of an earlier boot may name a process
+        // of this one.
+        if from_earlier_boot(&st) {
+            return self.recover_stale(&id, st)?.ok_or_else(|| ContainerError::NotFound(name_or_id.to_string()));
+        }
         if st.status != Status::Running || process_alive(st.pid, st.pid_start_time) {
             return Ok(st);
         }
@@ -513,6 +542,11 @@ impl Runtime {
     /// Runs a command in a running container with this process's standard streams, and
     /// returns its exit code (126/127 when it cannot be executed, as docker).
     pub fn exec(&self, name_or_id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+        self.exec_with_stdio(name_or_id, opts, ExecStdio::default())
+    }
+
+    /// [`Runtime::exec`] with the command's standard streams given by the caller.
+    pub fn exec_with_stdio(&self, name_or_id: &str, opts: &ExecOptions, stdio: ExecStdio) -> Result<i32, ContainerError> {
         let id = self.resolve_id(name_or_id)?;
         let st = self.inspect(&id)?;
         if st.status != Status::Running {
@@ -520,14 +554,20 @@ impl Runtime {
         }
         let monitor = monitor_binary()?;
         let request = serde_json::to_string(opts).map_err(|source| ContainerError::Corrupt { path: PathBuf::from("exec request"), source })?;
-        let status = Command::new(&monitor)
-            .arg("--exec")
-            .arg(&self.root)
-            .arg(&id)
-            .env(monitor::EXEC_REQUEST_ENV, request)
-            .stdin(if opts.interactive { Stdio::inherit() } else { Stdio::null() })
-            .status()
-            .map_err(|e| ContainerError::io("starting", &monitor, e))?;
+        let mut command = Command::new(&monitor);
+        command.arg("--exec").arg(&self.root).arg(&id).env(monitor::EXEC_REQUEST_ENV, request);
+        match (opts.interactive, stdio.stdin) {
+            (true, Some(stdin)) => command.stdin(stdin),
+            (true, None) => command.stdin(Stdio::inherit()),
+            (false, _) => command.stdin(Stdio::null()),
+        };
+        if let Some(stdout) = stdio.stdout {
+            command.stdout(stdout);
+        }
+        if let Some(stderr) = stdio.stderr {
+            command.stderr(stderr);
+        }
+        let status = command.status().map_err(|e| ContainerError::io("starting", &monitor, e))?;
         use std::os::unix::process::ExitStatusExt;
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
@@ -565,6 +605,96 @@ impl Runtime {
             0 => Err(ContainerError::NotFound(name_or_id.to_string())),
             _ => Err(ContainerError::Ambiguous(name_or_id.to_string())),
         }
+    }
+
+    /// Cleans up the containers of an earlier boot, once per boot: `containers/.boot_id` holds
+    /// the boot last cleaned up for, and a lock on it makes concurrent openers wait for the
+    /// one doing it. A container that cannot be cleaned up leaves the marker behind, so the
+    /// next open tries again.
+    fn recover_after_reboot(&self) -> Result<(), ContainerError> {
+        use std::os::unix::fs::FileExt;
+        let Some(boot) = current_boot_id() else { return Ok(()) };
+        let containers = self.root.join("containers");
+        let marker_path = containers.join(".boot_id");
+        if fs::read_to_string(&marker_path).is_ok_and(|seen| seen.trim() == boot) {
+            return Ok(());
+        }
+        let marker = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&marker_path)
+            .map_err(|e| ContainerError::io("opening", &marker_path, e))?;
+        let locked = nix::fcntl::Flock::lock(marker, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, source)| ContainerError::Sys { what: format!("locking {}", marker_path.display()), source })?;
+        if fs::read_to_string(&marker_path).is_ok_and(|seen| seen.trim() == boot) {
+            return Ok(());
+        }
+        let mut failed = false;
+        let entries = fs::read_dir(&containers).map_err(|e| ContainerError::io("reading", &containers, e))?;
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !is_id(&id) {
+                continue;
+            }
+            // Half-created or damaged containers are reported by the verbs that read them.
+            let Ok(st) = state::load(&self.container_dir(&id)) else { continue };
+            if from_earlier_boot(&st) {
+                if let Err(error) = self.recover_stale(&id, st) {
+                    tracing::warn!(%id, %error, "cannot clean up a container of an earlier boot");
+                    failed = true;
+                }
+            }
+        }
+        if !failed {
+            let write = |file: &fs::File| -> io::Result<()> {
+                file.set_len(0)?;
+                file.write_all_at(format!("{boot}\n").as_bytes(), 0)
+            };
+            write(&locked).map_err(|e| ContainerError::io("writing", &marker_path, e))?;
+        }
+        Ok(())
+    }
+
+    /// A container of an earlier boot: its processes, mounts and cgroup died with that boot.
+    /// One that was running becomes exited (docker's 255 unless its monitor recorded the exit),
+    /// leftovers are cleared, and `--rm` containers and interrupted removals are removed
+    /// (`None`). Otherwise the state is saved as this boot's.
+    fn recover_stale(&self, id: &str, mut st: ContainerState) -> Result<Option<ContainerState>, ContainerError> {
+        let dir = self.container_dir(id);
+        tracing::info!(%id, boot = %st.boot_id, "cleaning up a container of an earlier boot");
+        let rootfs = dir.join("rootfs");
+        if is_mount_point(&rootfs) {
+            crate::layer::rootfs::unmount(&rootfs)?;
+        }
+        remove_cgroup(id);
+        let removing = st.status == Status::Removing;
+        if matches!(st.status, Status::Running | Status::Removing) {
+            match state::read_json::<ExitRecord>(&dir.join("exit.json")) {
+                Ok(exit) => {
+                    st.exit_code = exit.exit_code;
+                    st.oom_killed = exit.oom_killed;
+                    st.finished_at = Some(exit.finished_at);
+                }
+                Err(_) => {
+                    st.exit_code = 255;
+                    st.finished_at = Some(Timestamp::now());
+                    st.error = "the machine restarted while the container was running".into();
+                }
+            }
+            st.status = Status::Exited;
+        }
+        st.pid = 0;
+        st.pid_start_time = 0;
+        st.monitor_pid = 0;
+        if removing || st.auto_remove {
+            remove_files(&self.root, id, Some(&st.name))?;
+            return Ok(None);
+        }
+        st.boot_id = current_boot_id().unwrap_or_default();
+        state::save(&dir, &st)?;
+        Ok(Some(st))
     }
 
     fn claim_name(&self, name: &str, id: &str) -> Result<(), ContainerError> {
@@ -667,6 +797,25 @@ fn signal_pid(st: &ContainerState, signal: i32) -> Result<(), ContainerError> {
         nix::errno::Errno::ESRCH => Ok(()),
         source => Err(ContainerError::Sys { what: format!("sending signal {signal} to container {}", st.id), source }),
     }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; `None` where the kernel has none.
+pub fn current_boot_id() -> Option<String> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+        })
+        .clone()
+}
+
+/// Whether the state was recorded during an earlier boot (states without a boot id, written
+/// before it was recorded, cannot tell and are taken as this boot's).
+fn from_earlier_boot(st: &ContainerState) -> bool {
+    !st.boot_id.is_empty() && current_boot_id().is_some_and(|boot| boot != st.boot_id)
 }
 
 /// Whether `pid` is still the process that was started (its start time matches).

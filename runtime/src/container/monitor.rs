@@ -128,6 +128,7 @@ fn start_and_relay(
 
     let rootfs = dir.join("rootfs");
     let spec = st.spec.clone();
+    let spec_tty = spec.tty;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -135,10 +136,18 @@ fn start_and_relay(
     if spec.network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    // `-t`: the command gets a terminal; its output (stdout and stderr alike) comes out of the
-    // master side, and an attached caller's input goes in there.
-    let pty = if spec.tty { Some(open_pty()?) } else { None };
-    let slave_fd: RawFd = pty.as_ref().map_or(-1, |p| p.slave.as_raw_fd());
+    // `-t`: the command gets a terminal, which its init opens in the container's devpts and
+    // passes back on this socket; its output (stdout and stderr alike) comes out of the master
+    // side, and an attached caller's input goes in there.
+    let console_pair = if spec.tty {
+        Some(std::os::unix::net::UnixStream::pair().map_err(|e| format!("creating the console socket: {e}"))?)
+    } else {
+        None
+    };
+    let console = console_pair.as_ref().map(|(_, theirs)| super::console::Console {
+        socket: theirs.as_raw_fd(),
+        size: std::env::var(TTY_SIZE_ENV).ok().and_then(|v| super::console::parse_size(&v)),
+    });
     let (out_wr, err_wr, fail_wr, go_rd) = (out_w.as_raw_fd(), err_w.as_raw_fd(), fail_w.as_raw_fd(), go_r.as_raw_fd());
     let child = Box::new(move || -> isize {
         // Wait until the monitor has put us in the cgroup, so nothing runs unlimited.
@@ -146,21 +155,16 @@ fn start_and_relay(
         // SAFETY: reads into a local buffer from an fd this process owns.
         unsafe { libc::read(go_rd, byte.as_mut_ptr().cast(), 1) };
         let _ = nix::unistd::setsid();
-        // SAFETY: dup2 onto the standard fds (the sources stay open until exec) and making the
-        // terminal, if any, the controlling one of the new session.
-        unsafe {
-            if slave_fd >= 0 {
-                libc::dup2(slave_fd, 0);
-                libc::dup2(slave_fd, 1);
-                libc::dup2(slave_fd, 2);
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-            } else {
+        // A terminal replaces the standard fds once it exists, inside the container.
+        if console.is_none() {
+            // SAFETY: dup2 onto the standard fds; the sources stay open until exec.
+            unsafe {
                 libc::dup2(stdin_fd, 0);
                 libc::dup2(out_wr, 1);
                 libc::dup2(err_wr, 2);
             }
         }
-        let error = super::setup::init_container(&spec, &rootfs, etc);
+        let error = super::setup::init_container(&spec, &rootfs, etc, console.as_ref());
         let message = format!("{} {}", error.code, error.message);
         // SAFETY: writes a local buffer to the failure pipe, then ends the child without
         // running the monitor's destructors.
@@ -175,7 +179,11 @@ fn start_and_relay(
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .map_err(|e| format!("creating the container's namespaces: {e}"))?;
     drop((out_w, err_w, fail_w, go_r));
-    let pty_master = pty.map(|p| p.master);
+    // Only the init's copy of its end may remain, so a failed init is seen as end of file.
+    let console_ours = console_pair.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
     // Only the write end stays here, unused, so the container's stdin never reaches EOF.
     let held_stdin = held_stdin.map(|(r, w)| {
         drop(r);
@@ -189,6 +197,18 @@ fn start_and_relay(
     }
     let _ = nix::unistd::write(&go_w, b"g");
     drop(go_w);
+    let pty_master = match &console_ours {
+        Some(socket) => match super::console::recv_fd(socket.as_raw_fd()) {
+            Ok(master) => master,
+            Err(error) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(format!("receiving the container's terminal: {error}"));
+            }
+        },
+        None => None,
+    };
+    drop(console_ours);
     let mut failure = String::new();
     let _ = fs::File::from(fail_r).read_to_string(&mut failure);
     if !failure.is_empty() {
@@ -196,6 +216,12 @@ fn start_and_relay(
         let (code, message) = failure.split_once(' ').unwrap_or(("125", failure.as_str()));
         let code = code.parse().unwrap_or(status);
         return Ok(Exit::NotStarted(code, message.to_string()));
+    }
+
+    if spec_tty && pty_master.is_none() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err("the container's init started without passing back its terminal".into());
     }
 
     st.pid = pid.as_raw();
@@ -311,18 +337,6 @@ fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A new terminal pair, the master close-on-exec, sized as `$FLOTILLA_TTY_SIZE` (`ROWSxCOLS`).
-fn open_pty() -> Result<nix::pty::OpenptyResult, String> {
-    let size = std::env::var(TTY_SIZE_ENV).ok().and_then(|v| {
-        let (rows, cols) = v.split_once('x')?;
-        Some(nix::pty::Winsize { ws_row: rows.parse().ok()?, ws_col: cols.parse().ok()?, ws_xpixel: 0, ws_ypixel: 0 })
-    });
-    let pty = nix::pty::openpty(size.as_ref(), None).map_err(|e| format!("allocating a terminal: {e}"))?;
-    // SAFETY: sets FD_CLOEXEC on a descriptor we own.
-    unsafe { libc::fcntl(pty.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(pty)
 }
 
 fn finish(

@@ -68,10 +68,22 @@ impl<'a> ProcessConfig<'a> {
 }
 
 /// Builds the container's filesystem view around `rootfs` and executes the spec's command.
-/// Returns only on failure.
-pub fn init_container(spec: &ContainerSpec, rootfs: &Path, etc: &EtcFiles) -> SetupError {
+/// With a `console` (`-t`) the command gets a terminal from the container's own devpts, whose
+/// master goes back to the monitor. Returns only on failure.
+pub fn init_container(
+    spec: &ContainerSpec,
+    rootfs: &Path,
+    etc: &EtcFiles,
+    console: Option<&super::console::Console>,
+) -> SetupError {
     if let Err(error) = prepare(spec, rootfs, etc) {
         return error;
+    }
+    // After pivot_root, so /dev/pts is the container's instance.
+    if let Some(console) = console {
+        if let Err(message) = super::console::attach_init(console) {
+            return SetupError::setup(message);
+        }
     }
     exec_process(&ProcessConfig::from_spec(spec), true)
 }

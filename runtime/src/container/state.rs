@@ -70,6 +70,11 @@ pub struct ContainerState {
     pub auto_remove: bool,
     #[serde(default)]
     pub restart_count: u32,
+    /// The boot (`/proc/sys/kernel/random/boot_id`) the container was created or last started
+    /// in: its pid, mounts and cgroup mean nothing in another one. Empty in states written
+    /// before it was recorded.
+    #[serde(default)]
+    pub boot_id: String,
     pub spec: ContainerSpec,
 }
 
