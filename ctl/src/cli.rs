@@ -161,6 +161,23 @@ pub enum Command {
     #[command(subcommand, after_help = "Examples:\n  # Show how an image was made\n  ctl image history busybox\n\n  # Remove images no container uses\n  ctl image prune -a -f")]
     Image(crate::commands::images::ImageCommand),
 
+    // Registry commands, as docker names them.
+    /// Download an image from a registry
+    #[command(after_help = "Examples:\n  # Pull busybox from Docker Hub\n  ctl pull busybox\n\n  # Pull from a local registry by digest\n  ctl pull localhost:5000/tools/busybox@sha256:<digest>")]
+    Pull(crate::commands::registry::PullArgs),
+
+    /// Upload an image to a registry
+    #[command(after_help = "Examples:\n  # Push to a local registry\n  ctl tag busybox localhost:5000/tools/busybox:1\n  ctl push localhost:5000/tools/busybox:1")]
+    Push(crate::commands::registry::PushArgs),
+
+    /// Log in to a registry
+    #[command(after_help = "Examples:\n  # Log in with the password on stdin\n  echo \"$PASS\" | ctl login -u me --password-stdin registry.example.com")]
+    Login(crate::commands::registry::LoginArgs),
+
+    /// Log out from a registry
+    #[command(after_help = "Examples:\n  ctl logout registry.example.com")]
+    Logout(crate::commands::registry::LogoutArgs),
+
     // Local container commands, as docker names them.
     /// Create and run a new container from an image
     Run(crate::commands::containers::RunArgs),

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod describe;
 pub mod get;
 pub mod images;
+pub mod registry;
 pub mod version;
 
 // Write verbs (apply, create, delete, ...) and what they share.

@@ -768,6 +768,49 @@ impl ImageStore {
     }
 }
 
+/// Hooks for the registry client ([`crate::registry`]), which streams blobs in as they arrive.
+impl ImageStore {
+    /// Holds `gc.lock` shared while a pull writes blobs that `index.json` does not name yet.
+    pub(crate) fn gc_shared(&self) -> Result<Flock<File>, ImageError> {
+        self.lock("gc.lock", FlockArg::LockShared)
+    }
+
+    /// The directory for temp files; garbage collection clears it, so write here only while
+    /// holding [`ImageStore::gc_shared`].
+    pub(crate) fn temp_dir(&self) -> PathBuf {
+        self.tmp_dir()
+    }
+
+    /// Writes a manifest (already checked against its digest by the caller) and points `name`
+    /// at it; its config and layer blobs must already be in the store.
+    pub(crate) fn store_manifest(
+        &self,
+        name: &Reference,
+        manifest_bytes: &[u8],
+    ) -> Result<Image, ImageError> {
+        let manifest_digest = self.write_blob_bytes(manifest_bytes)?;
+        let manifest = self.read_manifest(&manifest_digest)?;
+        for digest in std::iter::once(manifest.config().digest())
+            .chain(manifest.layers().iter().map(|l| l.digest()))
+        {
+            let path = self.blob_path(digest.as_ref());
+            if !path.exists() {
+                return Err(ImageError::MissingBlob {
+                    digest: digest.to_string(),
+                    path,
+                });
+            }
+        }
+        let _lock = self.lock("index.lock", FlockArg::LockExclusive)?;
+        let mut index = self.read_index()?;
+        let entries = self.entries(&index)?;
+        self.set_name(&mut index, &entries, name, &manifest_digest)?;
+        self.write_index(&index)?;
+        let entries = self.entries(&index)?;
+        self.image(&entries, &manifest_digest)
+    }
+}
+
 /// The first 12 hex digits of an id.
 pub fn short_id(id: &str) -> String {
     id.strip_prefix("sha256:")
