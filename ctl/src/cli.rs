@@ -137,6 +137,10 @@ pub enum Command {
     Config(crate::commands::config::ConfigCommand),
 
     // Local image commands, as docker names them.
+    /// Build an image from a Dockerfile
+    #[command(after_help = "Examples:\n  # Build ./Dockerfile with the current directory as context\n  ctl build -t myapp:1 .\n\n  # Build only the stage named build, passing a build argument\n  ctl build --target build --build-arg VERSION=2 -f docker/Dockerfile -t myapp:build .")]
+    Build(crate::commands::build::BuildArgs),
+
     /// List images
     #[command(after_help = "Examples:\n  # List every image\n  ctl images\n\n  # Only the ids, e.g. for scripts\n  ctl images -q")]
     Images(crate::commands::images::ImagesArgs),

@@ -81,6 +81,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Config(command) => commands::config::run(&cli.global, command, out).await,
         Command::Get(args) => commands::get::run(&cli.global, args, out).await,
         Command::Describe(args) => commands::describe::run(&cli.global, args, out).await,
+        Command::Build(args) => commands::build::build(&cli.global, args, out),
         Command::Images(args) => commands::images::images(&cli.global, args, out),
         Command::Tag(args) => commands::images::tag(&cli.global, args, out),
         Command::Rmi(args) => commands::images::rmi(&cli.global, args, out),

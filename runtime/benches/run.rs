@@ -218,10 +218,31 @@ fn make_bundle(tool: Tool, bundle: &Path, root: &Path, args: &[&str]) -> Result<
     fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
+/// Runs a helper command to its end, at most 30 s. Its output goes to an unnamed file, not a
+/// pipe: a detached container inherits the runtime's stdio and would hold a pipe open.
 fn run_quiet(command: &mut Command) -> Result<(), String> {
-    let output = command.stdin(Stdio::null()).output().map_err(|e| format!("starting {command:?}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("{command:?} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim()));
+    use std::io::{Read, Seek};
+    let mut stderr = tempfile::tempfile().map_err(|e| format!("creating a temporary file: {e}"))?;
+    let stderr_for_child = stderr.try_clone().map_err(|e| format!("duplicating a temporary file: {e}"))?;
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr_for_child);
+    let mut child = command.spawn().map_err(|e| format!("starting {command:?}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{command:?} did not finish within 30 s"));
+            }
+            Err(e) => return Err(format!("waiting for {command:?}: {e}")),
+        }
+    };
+    if !status.success() {
+        let mut text = String::new();
+        let _ = stderr.rewind().and_then(|()| stderr.read_to_string(&mut text));
+        return Err(format!("{command:?} failed ({status}): {}", text.trim()));
     }
     Ok(())
 }
@@ -493,7 +514,7 @@ fn measure_memory(setup: &Setup, tools: &[Tool], guard: &mut Guard) -> Result<()
         let id = format!("{}-{}-idle", setup.prefix, tool.binary());
         let mut command = oci_command(setup, tool);
         command.arg("run").arg("-d").arg("-b").arg(&setup.bundle_sleep).arg(&id);
-        run_quiet(command.stdout(Stdio::null()).stderr(Stdio::piped()))?;
+        run_quiet(&mut command)?;
         std::thread::sleep(Duration::from_millis(300));
         let left = processes_named(tool.binary());
         if left.is_empty() {

@@ -6,6 +6,11 @@
 //!   scoping stage by stage, typed instructions, and `--target` stage selection.
 //! - [`dockerignore`]: Docker's `.dockerignore` patterns (`filepath.Match` plus `**`, `!`
 //!   exceptions, last match wins) and the walk's "can this directory be skipped" question.
+//! - [`executor`]: runs the parsed stages into an image (`ctl build`), with [`cache`] (the
+//!   step cache in `ROOT/build-cache.json`) and [`diff`] (a RUN's overlay upper dir as a layer).
 
+pub mod cache;
+pub mod diff;
 pub mod dockerfile;
 pub mod dockerignore;
+pub mod executor;

@@ -201,10 +201,14 @@ fn copy_file(
     if !opts.follow {
         return Ok(());
     }
+    // Poll quickly at first, then back off: a short-lived container's exit is noticed within a
+    // millisecond or two (what `ctl run --rm` waits on), an idle one costs little.
+    let mut idle = Duration::from_millis(1);
     loop {
         let mut chunk = Vec::new();
         let n = reader.read_to_end(&mut chunk).map_err(|e| ContainerError::io("reading", &path, e))?;
         if n > 0 {
+            idle = Duration::from_millis(1);
             partial.extend_from_slice(&chunk);
             while let Some(end) = partial.iter().position(|b| *b == b'\n') {
                 let l: Vec<u8> = partial.drain(..=end).collect();
@@ -222,7 +226,8 @@ fn copy_file(
             }
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(idle);
+        idle = (idle * 2).min(Duration::from_millis(25));
     }
 }
 

@@ -223,11 +223,11 @@ impl Runtime {
                 if !valid_name(&name) {
                     return Err(ContainerError::InvalidName(name));
                 }
+                self.claim_name(&name, &id)?;
                 name
             }
-            None => random_name(),
+            None => self.claim_random_name(&id)?,
         };
-        self.claim_name(&name, &id)?;
         let dir = self.container_dir(&id);
         let created = self.create_files(&id, &name, &dir, image, lowers, opts);
         if created.is_err() {
@@ -713,6 +713,24 @@ impl Runtime {
             }
             Err(e) => Err(ContainerError::io("creating", &path, e)),
         }
+    }
+
+    /// A generated name, retried on a clash as docker does (with a digit appended after the
+    /// first try): the word lists give only a few hundred names.
+    fn claim_random_name(&self, id: &str) -> Result<String, ContainerError> {
+        let mut last = None;
+        for attempt in 0..32 {
+            let mut name = random_name();
+            if attempt > 0 {
+                name.push_str(&rand::random_range(0..100u32).to_string());
+            }
+            match self.claim_name(&name, id) {
+                Ok(()) => return Ok(name),
+                Err(e @ ContainerError::NameInUse { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ContainerError::InvalidName("no free generated name".into())))
     }
 
     /// Polls until the container is not running; `Ok(false)` when `limit` passed first.

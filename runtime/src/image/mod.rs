@@ -811,6 +811,26 @@ impl ImageStore {
     }
 }
 
+/// Hooks for the Dockerfile builder ([`crate::build::executor`]), which writes its own blobs.
+impl ImageStore {
+    /// Writes an in-memory blob and returns its `sha256:` digest.
+    pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<String, ImageError> {
+        self.write_blob_bytes(bytes)
+    }
+
+    /// Records a manifest (its blobs already stored) as a nameless image, as an untagged
+    /// `build` leaves it, unless an index entry already points at it.
+    pub(crate) fn store_unnamed(&self, manifest_bytes: &[u8]) -> Result<Image, ImageError> {
+        let manifest_digest = self.write_blob_bytes(manifest_bytes)?;
+        let _lock = self.lock("index.lock", FlockArg::LockExclusive)?;
+        let mut index = self.read_index()?;
+        self.add_dangling(&mut index, &manifest_digest)?;
+        self.write_index(&index)?;
+        let entries = self.entries(&index)?;
+        self.image(&entries, &manifest_digest)
+    }
+}
+
 /// The first 12 hex digits of an id.
 pub fn short_id(id: &str) -> String {
     id.strip_prefix("sha256:")
