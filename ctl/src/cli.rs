@@ -182,6 +182,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  ctl logout registry.example.com")]
     Logout(crate::commands::registry::LogoutArgs),
 
+    /// Run a registry of Flotilla's own over the local image store
+    #[command(subcommand, after_help = "Examples:\n  # Serve the local store on 127.0.0.1:5000 until Ctrl-C\n  ctl registry serve")]
+    Registry(crate::commands::registry_serve::RegistryCommand),
+
     // Local container commands, as docker names them.
     /// Create and run a new container from an image
     Run(crate::commands::containers::RunArgs),

@@ -92,6 +92,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Push(args) => commands::registry::push(&cli.global, args, out).await,
         Command::Login(args) => commands::registry::login(&cli.global, args, out).await,
         Command::Logout(args) => commands::registry::logout(&cli.global, args, out).await,
+        Command::Registry(command) => commands::registry_serve::run(&cli.global, command, out).await,
         Command::Run(args) => commands::containers::run(&cli.global, args, out),
         Command::Ps(args) => commands::containers::ps(&cli.global, args, out),
         Command::Stop(args) => commands::containers::stop(&cli.global, args, out),

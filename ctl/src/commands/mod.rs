@@ -9,6 +9,7 @@ pub mod describe;
 pub mod get;
 pub mod images;
 pub mod registry;
+pub mod registry_serve;
 pub mod version;
 
 // Write verbs (apply, create, delete, ...) and what they share.

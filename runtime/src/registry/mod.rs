@@ -3,7 +3,8 @@
 //! registry auth (anonymous, `Basic` with stored credentials, and the `Bearer` token dance).
 //!
 //! Submodules: [`auth`] (the credentials file and `WWW-Authenticate` parsing), [`client`] (the
-//! HTTP client, TLS roots, the scheme choice and authenticated requests), [`pull`] and [`push`].
+//! HTTP client, TLS roots, the scheme choice and authenticated requests), [`pull`] and [`push`];
+//! [`server`] is the other side, a registry serving the store itself.
 //! The protocol is hand-written over `reqwest` because the Rust registry clients either pull in a
 //! second TLS stack or do not stream blobs into a caller's store while verifying them.
 
@@ -11,6 +12,7 @@ mod auth;
 mod client;
 mod pull;
 mod push;
+pub mod server;
 
 pub use auth::{default_auth_file, AuthEntry, AuthFile, Credentials};
 pub use client::{Registry, RegistryError, RegistryOptions, DEFAULT_CHUNK_THRESHOLD};
