@@ -62,3 +62,18 @@ pub fn human_duration(now: jiff::Timestamp, then: jiff::Timestamp) -> String {
         format!("{} years", (secs / 3600.0) as i64 / 24 / 365)
     }
 }
+
+/// `value` with the keys of every object in sorted order, as Go writes maps: kubectl prints
+/// objects this way, and writes its last-applied annotation this way.
+pub fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted_keys(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted_keys).collect()),
+        other => other.clone(),
+    }
+}

@@ -194,7 +194,7 @@ pub fn with_last_applied(object: &Value) -> anyhow::Result<Value> {
     if let Some(map) = annotations.as_object_mut() {
         map.remove(LAST_APPLIED);
     }
-    let text = go_json(&sorted(&modified))? + "\n";
+    let text = go_json(&crate::output::sorted_keys(&modified))? + "\n";
     if let Some(map) = modified
         .pointer_mut("/metadata/annotations")
         .and_then(Value::as_object_mut)
@@ -204,23 +204,6 @@ pub fn with_last_applied(object: &Value) -> anyhow::Result<Value> {
     Ok(modified)
 }
 
-/// `value` with the keys of every object in sorted order, as Go writes maps.
-fn sorted(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sorted(v)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
-}
 
 /// Compact JSON with the escapes of Go's encoder. `<`, `>`, `&` and U+2028/9 only occur inside
 /// strings in JSON text, so replacing them everywhere is safe.

@@ -426,23 +426,6 @@ fn with_type(info: &ResourceInfo, mut object: Value) -> Value {
     object
 }
 
-/// kubectl prints objects with their keys sorted (it holds them as Go maps).
-fn sorted(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sorted(v)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
-}
 
 /// Shells keep the quotes of `-o jsonpath='{...}'` only when users double them; kubectl
 /// accepts a template wrapped in one more pair of quotes.
@@ -459,10 +442,10 @@ fn strip_quotes(template: &str) -> &str {
 
 fn print_document(format: &Format, document: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
     match format {
-        Format::Json => write_json(out, &sorted(document)),
-        Format::Yaml => write_yaml(out, &sorted(document)),
+        Format::Json => write_json(out, &crate::output::sorted_keys(document)),
+        Format::Yaml => write_yaml(out, &crate::output::sorted_keys(document)),
         Format::JsonPath(template) => {
-            out.write_all(template.render(&sorted(document))?.as_bytes())?;
+            out.write_all(template.render(&crate::output::sorted_keys(document))?.as_bytes())?;
             Ok(())
         }
         _ => Ok(()),
