@@ -363,3 +363,43 @@ fn a_missing_base_is_pulled() {
     other.remove(&id, true).expect("remove");
     assert_eq!((code, String::from_utf8_lossy(&out).into_owned()), (Some(0), "pulled\n".to_string()));
 }
+
+#[test]
+fn onbuild_triggers_are_recorded_and_run_in_the_child_build() {
+    let Some(fx) = Fixture::new("onbuild") else { return };
+    let parent = context(
+        &fx,
+        "parent",
+        &format!("FROM {IMAGE}\nONBUILD COPY marker.txt /marker.txt\nonbuild RUN echo triggered > /triggered.txt\nCMD [\"cat\", \"/marker.txt\"]\n"),
+        &[],
+    );
+    let (result, output) = run_build(&options(&fx, &parent, "parent:1"));
+    result.unwrap_or_else(|e| panic!("{}\n{output}", chain(&e)));
+    let store = ImageStore::open(&fx.root()).expect("store");
+    let image = store.resolve("parent:1").expect("parent image");
+    let raw: serde_json::Value = serde_json::from_slice(&store.read_blob(&image.id).expect("config")).expect("json");
+    assert_eq!(
+        raw["config"]["OnBuild"],
+        serde_json::json!(["COPY marker.txt /marker.txt", "RUN echo triggered > /triggered.txt"]),
+        "{raw}"
+    );
+    // the triggers do not run in the build that declares them
+    let (code, _) = run_in(&fx, "parent:1", &["test", "-e", "/triggered.txt"]);
+    assert_eq!(code, 1);
+
+    let child = context(&fx, "child", "FROM parent:1\n", &[("marker.txt", "from the child's context\n")]);
+    let (result, output) = run_build(&options(&fx, &child, "child:1"));
+    result.unwrap_or_else(|e| panic!("{}\n{output}", chain(&e)));
+    assert!(output.contains("[stage-0 onbuild] COPY marker.txt /marker.txt"), "{output}");
+    let (code, out) = run_in(&fx, "child:1", &["cat", "/marker.txt", "/triggered.txt"]);
+    assert_eq!((code, out.as_str()), (0, "from the child's context\ntriggered\n"));
+    // Docker drops the triggers from the child's config
+    let child_image = store.resolve("child:1").expect("child image");
+    let raw: serde_json::Value = serde_json::from_slice(&store.read_blob(&child_image.id).expect("config")).expect("json");
+    assert!(raw["config"].get("OnBuild").is_none(), "{raw}");
+
+    // a child whose context lacks the file a trigger copies fails that step
+    let bad = context(&fx, "bad", "FROM parent:1\n", &[]);
+    let (result, output) = run_build(&options(&fx, &bad, "bad:1"));
+    assert!(result.is_err(), "{output}");
+}

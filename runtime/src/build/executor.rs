@@ -229,6 +229,10 @@ struct StageState {
     healthcheck: Option<serde_json::Value>,
     /// Whether this stage set CMD (ENTRYPOINT then keeps it; an inherited CMD is dropped).
     cmd_set: bool,
+    /// ONBUILD triggers this stage records for images built FROM it (Docker's `OnBuild`).
+    onbuild: Vec<String>,
+    /// The base image's triggers, run right after FROM (Docker then drops them from the child).
+    inherited_triggers: Vec<String>,
 }
 
 struct Builder<'a> {
@@ -261,7 +265,30 @@ impl Builder<'_> {
         let started = Instant::now();
         let mut state = self.base(i, &stage.base)?;
         self.out.line(&format!("#{n} DONE {:.1}s", started.elapsed().as_secs_f64()))?;
+        // the base image's ONBUILD triggers run first, as Docker runs them
+        for trigger in std::mem::take(&mut state.inherited_triggers) {
+            let parsed = dockerfile::parse(&format!("FROM scratch\n{trigger}\n"), "ONBUILD trigger", &self.opts.build_args)?;
+            for spanned in parsed.stages.into_iter().flat_map(|s| s.instructions) {
+                let n = self.out.next();
+                let original = spanned.original.trim().replace('\n', " ");
+                self.out.line(&format!("#{n} [{label} onbuild] {original}"))?;
+                let started = Instant::now();
+                self.steps += 1;
+                if self.step(&mut state, &spanned.node, &original, stage.line, n)? {
+                    self.cached += 1;
+                    self.out.line(&format!("#{n} CACHED"))?;
+                } else {
+                    self.out.line(&format!("#{n} DONE {:.1}s", started.elapsed().as_secs_f64()))?;
+                }
+            }
+        }
         for (k, spanned) in stage.instructions.iter().enumerate() {
+            if let Instruction::Onbuild(_) = &spanned.node {
+                // the original line minus its ONBUILD keyword (any case), as Docker stores it
+                let text = spanned.original.trim();
+                let trigger = text.split_once(char::is_whitespace).map(|(_, rest)| rest.trim()).unwrap_or_default();
+                state.onbuild.push(trigger.to_string());
+            }
             let n = self.out.next();
             let original = spanned.original.trim().replace('\n', " ");
             self.out.line(&format!("#{n} [{label} {}/{total}] {original}", k + 2))?;
@@ -295,14 +322,38 @@ impl Builder<'_> {
             let mut image = ImageConfiguration::default();
             image.set_rootfs(rootfs);
             image.set_history(Some(Vec::new()));
-            return Ok(StageState { image, layers: Vec::new(), key: "scratch".into(), shell: default_shell, args: Vec::new(), healthcheck: None, cmd_set: false });
+            return Ok(StageState { image, layers: Vec::new(), key: "scratch".into(), shell: default_shell, args: Vec::new(), healthcheck: None, cmd_set: false, onbuild: Vec::new(), inherited_triggers: Vec::new() });
         }
         let image = match self.store.resolve(base) {
             Ok(image) => image,
             Err(ImageError::NotFound(_)) => self.pull(base)?,
             Err(e) => return Err(e.into()),
         };
-        Ok(StageState { key: image.id.clone(), image: image.config, layers: image.layers, shell: default_shell, args: Vec::new(), healthcheck: None, cmd_set: false })
+        // Docker's config extensions the OCI type drops: the base's Healthcheck is inherited,
+        // its OnBuild triggers run in this stage
+        let raw: serde_json::Value = self
+            .store
+            .read_blob(&image.id)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let healthcheck = raw.pointer("/config/Healthcheck").filter(|v| !v.is_null()).cloned();
+        let inherited_triggers = raw
+            .pointer("/config/OnBuild")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Ok(StageState {
+            key: image.id.clone(),
+            image: image.config,
+            layers: image.layers,
+            shell: default_shell,
+            args: Vec::new(),
+            healthcheck,
+            cmd_set: false,
+            onbuild: Vec::new(),
+            inherited_triggers,
+        })
     }
 
     /// Pulls a missing base image. The registry client is async; the pull runs on a thread of
@@ -398,7 +449,7 @@ impl Builder<'_> {
             }
             other => {
                 outcome_key = sha(&key_input);
-                apply_config(state, other, line)?;
+                apply_config(state, other)?;
                 match self.cached(&outcome_key) {
                     Some(entry) => {
                         hit = true;
@@ -675,6 +726,12 @@ impl Builder<'_> {
                 config["Healthcheck"] = check.clone();
             }
         }
+        if !state.onbuild.is_empty() {
+            if let Some(object) = json.as_object_mut() {
+                let config = object.entry("config").or_insert_with(|| serde_json::json!({}));
+                config["OnBuild"] = serde_json::json!(state.onbuild);
+            }
+        }
         let config_bytes = serde_json::to_vec(&json).map_err(|e| step_error(0, "image config", e))?;
         let config_digest = self.store.put_blob(&config_bytes)?;
         let mut layers = Vec::new();
@@ -724,7 +781,7 @@ fn runtime_config(image: &ImageConfiguration) -> Config {
 }
 
 /// Applies a metadata instruction to the image config.
-fn apply_config(state: &mut StageState, instruction: &Instruction, line: usize) -> Result<(), BuildError> {
+fn apply_config(state: &mut StageState, instruction: &Instruction) -> Result<(), BuildError> {
     let mut config = runtime_config(&state.image);
     match instruction {
         Instruction::Env(pairs) => {
@@ -793,7 +850,8 @@ fn apply_config(state: &mut StageState, instruction: &Instruction, line: usize) 
         // SHELL only changes how later shell forms run (kept in the stage state); ARG values
         // were expanded by the parser.
         Instruction::Shell(_) | Instruction::Arg(_) => {}
-        Instruction::Onbuild(_) => return Err(step_error(line, "ONBUILD", "ONBUILD is not supported yet")),
+        // the trigger text is recorded by run_stage and written into the config at commit
+        Instruction::Onbuild(_) => {}
         Instruction::Run { .. } | Instruction::Copy(_) | Instruction::Add(_) => {}
     }
     state.image.set_config(Some(config));
