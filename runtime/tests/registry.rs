@@ -441,6 +441,16 @@ async fn serve_token_registry(state: Arc<TokenServer>) -> String {
             };
             let oci = "application/vnd.oci.image.manifest.v1+json";
             let docker = "application/vnd.docker.distribution.manifest.v2+json";
+            let multi_body = |entries: String| {
+                format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entries}]}}"#)
+            };
+            let multi_entries = [entry(&other, "arm64", oci), entry(&s.manifest_digest, "amd64", oci)].join(",");
+            let multi_digest = {
+                use sha2::Digest;
+                format!("sha256:{}", hex::encode(sha2::Sha256::digest(multi_body(multi_entries.clone()).as_bytes())))
+            };
+            // the multi-platform index is also served by its own digest
+            let reference = if reference == multi_digest { "multi" } else { reference };
             let index = match reference {
                 "multi" => Some((
                     "application/vnd.oci.image.index.v1+json",
@@ -562,6 +572,25 @@ async fn bearer_token_flow() {
         assert_eq!(image.id, id, "{tag}");
         assert_eq!(target.resolve(&name).expect("resolve").id, id);
     }
+    // by the digest of the index: the name it is stored under resolves afterwards
+    let index_body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
+        format_args!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"platform":{{"os":"linux","architecture":"arm64"}}}}"#, "ab".repeat(32), state.manifest.len()),
+        format_args!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}"#, state.manifest_digest, state.manifest.len()),
+    );
+    let index_digest = {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(index_body.as_bytes())))
+    };
+    let by_digest = ImageStore::open(&dir.path().join("by-index-digest")).expect("store");
+    let name = format!("{host}/demo/app@{index_digest}");
+    let image = registry
+        .pull(&by_digest, &Reference::parse(&name).expect("reference"), &|_| {})
+        .await
+        .expect("pull by the index's digest");
+    assert_eq!(image.id, id);
+    assert_eq!(by_digest.resolve(&name).expect("resolve by the index digest").id, id);
+
     let reference = Reference::parse(&format!("{host}/demo/app:arm-only")).expect("reference");
     let error = registry
         .pull(&target, &reference, &|_| {})

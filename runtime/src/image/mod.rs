@@ -897,11 +897,13 @@ fn edit_manifests(index: &mut ImageIndex, f: impl FnOnce(&mut Vec<Descriptor>)) 
 fn find(entries: &[Entry], name_or_id: &str) -> Result<String, ImageError> {
     if let Ok(reference) = Reference::parse(name_or_id) {
         let found = match &reference.digest {
-            Some(digest) => entries.iter().find(|e| {
-                &e.manifest == digest
-                    && e.name
-                        .as_ref()
-                        .is_some_and(|n| n.name() == reference.name())
+            // a name recorded with its digest (a pull by the digest of an index names the
+            // platform manifest under the index's digest), else any name of the repository
+            // whose manifest has that digest
+            Some(digest) => entries.iter().find(|e| e.name.as_ref() == Some(&reference)).or_else(|| {
+                entries.iter().find(|e| {
+                    &e.manifest == digest && e.name.as_ref().is_some_and(|n| n.name() == reference.name())
+                })
             }),
             None => entries.iter().find(|e| e.name.as_ref() == Some(&reference)),
         };
