@@ -16,6 +16,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{docker_engine_runs, env_number, on_path};
 
 use std::fs;
 use std::io::Write;
@@ -399,25 +402,8 @@ fn free_port() -> Result<u16, String> {
     listener.local_addr().map(|a| a.port()).map_err(|e| format!("reading the bound port: {e}"))
 }
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
-}
 
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()))
-        .unwrap_or(false)
-}
 
-fn docker_engine_runs() -> bool {
-    on_path("docker")
-        && Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
 
 /// Runs a command to completion (killed after [`COMMAND_TIMEOUT`]); returns how long it took.
 fn run_timed(command: &mut Command) -> Result<Duration, String> {

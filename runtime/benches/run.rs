@@ -15,6 +15,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{docker_engine_runs, env_number, on_path};
 
 use std::ffi::CString;
 use std::fs;
@@ -172,25 +175,8 @@ fn release_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{} has no profile directory above it", exe.display()))
 }
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
-}
 
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()))
-        .unwrap_or(false)
-}
 
-fn docker_engine_runs() -> bool {
-    on_path("docker")
-        && Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
 
 /// Whether /sys/fs/cgroup is a v1 layout with a cgroup2 mount at `unified` that has controllers.
 fn hybrid_cgroups_with_v2_controllers() -> bool {
