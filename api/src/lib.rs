@@ -23,6 +23,7 @@ pub mod printers;
 pub mod resource;
 pub mod scheme;
 pub mod selector;
+pub mod taints;
 
 pub use k8s_openapi;
 pub use k8s_openapi::api::apps::v1 as apps;

@@ -171,6 +171,28 @@ impl DynamicApi {
         self.replace_as(name, "", params, object).await
     }
 
+    /// POSTs `body` to a subresource of one object, such as `binding` or `eviction` of a pod
+    /// (`POST .../pods/NAME/binding`), and returns the server's answer (often a `Status`).
+    pub async fn create_subresource(
+        &self,
+        name: &str,
+        subresource: &str,
+        params: &PostParams,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        let path = format!("{}/{subresource}", self.object_path(name)?);
+        let path = with_query(
+            path,
+            &write_query(
+                params.dry_run,
+                &params.field_manager,
+                params.field_validation,
+            ),
+        );
+        self.send_json(Method::POST, &path, "application/json", encode(body)?)
+            .await
+    }
+
     pub async fn replace_status(
         &self,
         name: &str,

@@ -12,6 +12,7 @@
 mod api;
 pub mod cluster;
 pub mod config;
+pub mod leader;
 mod error;
 mod failover;
 pub mod watch;
