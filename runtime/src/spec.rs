@@ -120,7 +120,7 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 ];
 
 /// The network a container joins. Only the modes that need no virtual network exist for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A private network namespace with only a loopback interface.
@@ -128,6 +128,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// The network namespace bind-mounted at this path (`ip netns` style): the node agent's pod
+    /// sandbox, shared by all containers of a pod. Whoever made it sets up its interfaces.
+    Join(PathBuf),
 }
 
 /// The `docker run` options that shape a container, already split into fields (the CLI parses
@@ -309,6 +312,8 @@ impl FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
+            // `ns:/run/netns/NAME`, podman's spelling for joining a bind-mounted namespace.
+            other if other.starts_with("ns:/") => Ok(NetworkMode::Join(PathBuf::from(&other[3..]))),
             other => Err(SpecError::UnsupportedNetwork(other.to_string())),
         }
     }
@@ -316,10 +321,11 @@ impl FromStr for NetworkMode {
 
 impl fmt::Display for NetworkMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NetworkMode::None => "none",
-            NetworkMode::Host => "host",
-        })
+        match self {
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::Join(path) => write!(f, "ns:{}", path.display()),
+        }
     }
 }
 
@@ -376,7 +382,7 @@ pub fn build_spec(
             // Docker gives a container on the host's network the host's name.
             match opts.network {
                 NetworkMode::Host => host_hostname().unwrap_or(short),
-                NetworkMode::None => short,
+                NetworkMode::None | NetworkMode::Join(_) => short,
             }
         }
     };
@@ -466,7 +472,7 @@ pub fn build_spec(
         gid: user.gid,
         additional_gids: user.sgids,
         hostname,
-        network: opts.network,
+        network: opts.network.clone(),
         mounts,
         capabilities,
         no_new_privileges: opts.no_new_privileges,
@@ -2045,6 +2051,9 @@ mod tests {
             );
         }
         assert_eq!(NetworkMode::Host.to_string(), "host");
+        let joined = "ns:/run/flotilla/netns/u1".parse::<NetworkMode>().expect("ns:");
+        assert_eq!(joined, NetworkMode::Join(PathBuf::from("/run/flotilla/netns/u1")));
+        assert_eq!(joined.to_string(), "ns:/run/flotilla/netns/u1");
     }
 
     #[test]

@@ -430,7 +430,7 @@ fn write_etc_files(dir: &Path, st: &ContainerState) -> Result<super::setup::EtcF
     write_file(&etc.hostname, format!("{}\n", st.spec.hostname).as_bytes())?;
     let hosts = match st.spec.network {
         NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        NetworkMode::None => format!(
+        NetworkMode::None | NetworkMode::Join(_) => format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t{}\n",
             st.spec.hostname
         ),

@@ -101,6 +101,10 @@ pub fn exec_process(process: &ProcessConfig<'_>, create_cwd: bool) -> SetupError
 }
 
 fn prepare(spec: &ContainerSpec, rootfs: &Path, etc: &EtcFiles) -> Result<(), SetupError> {
+    // First, so that the sysfs mounted below shows the joined namespace's interfaces.
+    if let crate::spec::NetworkMode::Join(netns) = &spec.network {
+        join_netns(netns)?;
+    }
     // Nothing mounted from here on may propagate back to the host.
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     // pivot_root needs the new root to be a mount point of this namespace.
@@ -459,6 +463,15 @@ fn mask(path: &Path) -> Result<(), SetupError> {
 }
 
 /// Brings up `lo` in a fresh network namespace, as docker's `none` network has it.
+/// Enters the network namespace bind-mounted at `path` (the monitor cloned this process without
+/// CLONE_NEWNET for this mode, so it starts in the host's).
+fn join_netns(path: &Path) -> Result<(), SetupError> {
+    let file = fs::File::open(path)
+        .map_err(|e| SetupError::setup(format!("opening the network namespace {}: {e}", path.display())))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| SetupError::setup(format!("joining the network namespace {}: {e}", path.display())))
+}
+
 fn loopback_up() -> Result<(), SetupError> {
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq we own; the fd is closed below.
     unsafe {
