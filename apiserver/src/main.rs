@@ -41,7 +41,7 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         user: String,
-        /// admin, viewer or node:NODENAME
+        /// admin, viewer, bootstrap (may only join node agents) or node:NODENAME
         #[arg(long)]
         role: String,
     },
@@ -150,14 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn parse_role(s: &str) -> anyhow::Result<Role> {
-    match s {
-        "admin" => Ok(Role::Admin),
-        "viewer" => Ok(Role::Viewer),
-        _ => match s.strip_prefix("node:") {
-            Some(n) if !n.is_empty() => Ok(Role::Node(n.to_string())),
-            _ => anyhow::bail!("role {s:?} is not one of admin, viewer, node:NODENAME"),
-        },
-    }
+    s.parse::<Role>().map_err(|e| anyhow::anyhow!(e))
 }
 
 async fn shutdown_signal() {

@@ -211,6 +211,27 @@ pub fn issue(
             });
         }
     }
+    let (cert_pem, key_pem) = sign_with_ca(pki, common_name, hosts, LeafUsage::ServerAndClient)?;
+    write_new(out_cert, cert_pem.as_bytes(), 0o644)?;
+    write_new(out_key, key_pem.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// A node agent's serving certificate, signed by the cluster CA and returned as (certificate
+/// PEM, key PEM) without touching the disk (the join hands both to the agent). Its EKU is server
+/// authentication only: a certificate with client authentication would also open the replicas'
+/// peer port, which trusts any client certificate the cluster CA signed.
+pub fn node_serving_cert(pki: &PkiPaths, node: &str, hosts: &[String]) -> Result<(String, String), PkiError> {
+    sign_with_ca(pki, &format!("system:node:{node}"), hosts, LeafUsage::ServerOnly)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeafUsage {
+    ServerAndClient,
+    ServerOnly,
+}
+
+fn sign_with_ca(pki: &PkiPaths, common_name: &str, hosts: &[String], usage: LeafUsage) -> Result<(String, String), PkiError> {
     let ca_cert_pem = read_string(&pki.ca_cert())?;
     let ca_key_pem = read_string(&pki.ca_key())?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|source| PkiError::Certificate {
@@ -223,11 +244,11 @@ pub fn issue(
             source,
         }
     })?;
-    let params = leaf_params(common_name, hosts)?;
-    let (cert_pem, key_pem) = sign_leaf(&params, &issuer)?;
-    write_new(out_cert, cert_pem.as_bytes(), 0o644)?;
-    write_new(out_key, key_pem.as_bytes(), 0o600)?;
-    Ok(())
+    let mut params = leaf_params(common_name, hosts)?;
+    if usage == LeafUsage::ServerOnly {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
+    sign_leaf(&params, &issuer)
 }
 
 /// How long the CA and the certificates it signs are valid. One long validity for both keeps
@@ -560,6 +581,31 @@ mod tests {
         assert!(matches!(
             issue(&pki, "n", &[], &cert, &key),
             Err(PkiError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn node_serving_certs_serve_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = PkiPaths::under(tmp.path());
+        init(&opts(tmp.path())).unwrap();
+        let (cert, key) = node_serving_cert(&pki, "n1", &["n1".into(), "10.0.0.7".into()]).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        use rustls_pki_types::pem::PemObject as _;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        // the DER encodings of the OIDs id-kp-serverAuth and id-kp-clientAuth
+        let server_auth = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+        let client_auth = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+        let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&server_auth));
+        assert!(!has(&client_auth));
+        assert!(has(&[10, 0, 0, 7]), "the IP address is a subject alternative name");
+        let (replica, _) = sign_with_ca(&pki, "r", &[], LeafUsage::ServerAndClient).unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(replica.as_bytes()).unwrap();
+        assert!(der.windows(client_auth.len()).any(|w| w == client_auth));
+        assert!(matches!(
+            node_serving_cert(&pki, "n1", &["bad host!".into()]),
+            Err(PkiError::InvalidHost { .. })
         ));
     }
 }

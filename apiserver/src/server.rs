@@ -74,7 +74,9 @@ pub async fn run(
         store.initialize(opts.initial_cluster.clone()).await.context("initializing the cluster membership")?;
     }
 
-    let st = AppState::new(store.clone(), tokens, opts.me.api_addr.clone());
+    let st = AppState::new(store.clone(), tokens, opts.me.api_addr.clone())
+        .with_pki(opts.pki.clone())
+        .context("setting up the client certificate for node agents")?;
     let api_task = tokio::spawn(tls::serve(api_listener, Some(api_tls), http::router(st.clone()), stopped(stop_rx.clone())));
     let background = {
         let st = st.clone();
@@ -84,6 +86,7 @@ pub async fn run(
                 http::resources::ensure_default_namespaces(&st),
                 http::resources::namespace_lifecycle(st.clone()),
                 http::watch_token_file(st.clone(), tokens_path),
+                http::watch_node_tokens(st.clone()),
             );
         })
     };

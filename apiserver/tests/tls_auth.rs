@@ -468,6 +468,7 @@ fn attrs<'a>(r: &Row<'a>) -> Attributes<'a> {
         name: r.5,
         pod_node: r.6,
         field_node: r.7,
+        node_references: false,
     }
 }
 
@@ -610,13 +611,22 @@ fn node_reaches_its_own_node_object_only() {
         })
         .collect();
     check(&node, true, &own);
+    // every Node is readable (the networking needs routes to the others), only its own writable
+    check(
+        &node,
+        true,
+        &[
+            ("get", "", "nodes", N, N, Some("n2"), N, N),
+            ("list", "", "nodes", N, N, N, N, N),
+            ("watch", "", "nodes", N, N, N, N, N),
+        ],
+    );
     check(
         &node,
         false,
         &[
-            ("get", "", "nodes", N, N, Some("n2"), N, N),
             ("update", "", "nodes", Some("status"), N, Some("n2"), N, N),
-            ("list", "", "nodes", N, N, N, N, N),
+            ("patch", "", "nodes", N, N, Some("n2"), N, N),
             ("delete", "", "nodes", N, N, Some("n1"), N, N),
             ("deletecollection", "", "nodes", N, N, N, N, N),
             ("get", "", "nodes", Some("proxy"), N, Some("n1"), N, N),
@@ -784,7 +794,7 @@ fn node_reaches_nothing_else() {
             ("get", "", "secrets", N, Some("default"), Some("s"), N, N),
             ("list", "", "secrets", N, None, N, N, Some("n1")),
             ("get", "", "configmaps", N, Some("default"), Some("c"), N, N),
-            ("list", "", "services", N, None, N, N, N),
+            ("create", "", "services", N, Some("default"), Some("s"), N, N),
             (
                 "get",
                 "apps",
@@ -795,7 +805,7 @@ fn node_reaches_nothing_else() {
                 N,
                 N,
             ),
-            ("create", "", "events", N, Some("default"), Some("e"), N, N),
+            ("list", "", "events", N, Some("default"), N, N, N),
             ("get", "", "namespaces", N, N, Some("default"), N, N),
         ],
     );

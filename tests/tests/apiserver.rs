@@ -481,7 +481,11 @@ async fn node_tokens_reach_only_their_own_node_lease_and_pods() {
     let mk_node = |n: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}});
     assert_eq!(node.post(c.url(1, "/api/v1/nodes")).json(&mk_node("n1")).send().await.unwrap().status(), 201);
     assert_eq!(node.post(c.url(1, "/api/v1/nodes")).json(&mk_node("n2")).send().await.unwrap().status(), 403);
-    assert_eq!(node.get(c.url(1, "/api/v1/nodes")).send().await.unwrap().status(), 403);
+    // reading every Node is allowed (agents route to other nodes' pod CIDRs); writing others' is not
+    assert_eq!(node.get(c.url(1, "/api/v1/nodes")).send().await.unwrap().status(), 200);
+    let mut other_node = mk_node("n2");
+    other_node["metadata"]["labels"] = json!({"x": "y"});
+    assert_eq!(node.put(c.url(1, "/api/v1/nodes/n2")).json(&other_node).send().await.unwrap().status(), 403);
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}});
     let leases = c.url(1, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases");
     assert_eq!(node.post(&leases).json(&lease).send().await.unwrap().status(), 201);

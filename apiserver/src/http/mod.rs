@@ -3,12 +3,16 @@
 //! Layout: [`target`] maps a path to a kind and object; [`resources`] holds the verbs;
 //! [`watch`] streams changes; [`patch`] applies the three patch formats; [`discovery`] answers
 //! `/api`, `/apis` and `/version`; [`admin`] serves cluster membership; [`status`] renders errors
-//! as `Status` objects. The Raft peer routes live on a different listener (see `store`).
+//! as `Status` objects; [`join`] hands node agents their credentials; [`proxy`] relays
+//! `pods/log` and `pods/exec` to node agents. The Raft peer routes live on a different listener
+//! (see `store`).
 
 pub mod admin;
 pub mod discovery;
+pub mod join;
 pub mod objects;
 pub mod patch;
+pub mod proxy;
 pub mod resources;
 pub mod services;
 pub mod status;
@@ -23,11 +27,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use tokio::sync::Semaphore;
 
-use crate::auth::{Identity, TokenFile};
+use crate::auth::{self, Identity, NodeTokens, TokenFile};
+use crate::pki::PkiPaths;
 use crate::store::Store;
 use status::ApiError;
 
@@ -44,11 +49,32 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// host:port this replica's API is reached at, for `/api`'s serverAddressByClientCIDRs
     pub advertise: String,
+    /// tokens handed out by joins, kept in step with the store by [`watch_node_tokens`]
+    pub node_tokens: Arc<NodeTokens>,
+    /// the cluster CA and this replica's certificate; without them (tests) joins and the
+    /// pods/log and pods/exec relays answer 503
+    pub pki: Option<PkiPaths>,
+    pub agents: Option<Arc<proxy::AgentClient>>,
 }
 
 impl AppState {
     pub fn new(store: Store, tokens: TokenFile, advertise: String) -> Self {
-        AppState { store, tokens: Arc::new(std::sync::RwLock::new(Arc::new(tokens))), in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)), advertise }
+        AppState {
+            store,
+            tokens: Arc::new(std::sync::RwLock::new(Arc::new(tokens))),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            advertise,
+            node_tokens: Arc::new(NodeTokens::default()),
+            pki: None,
+            agents: None,
+        }
+    }
+
+    /// Gives the replica its PKI: to sign joining nodes' certificates and to call node agents.
+    pub fn with_pki(mut self, pki: PkiPaths) -> Result<Self, crate::tls::TlsError> {
+        self.agents = Some(Arc::new(proxy::AgentClient::new(&pki)?));
+        self.pki = Some(pki);
+        Ok(self)
     }
 }
 
@@ -64,6 +90,9 @@ pub fn router(st: AppState) -> Router {
         .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
         .route("/openapi/v3", get(|| async { Json(discovery::openapi_v3_root()) }))
         .route("/openapi/v3/{*gv}", get(openapi_v3_gv))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/log", get(proxy::logs))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(proxy::exec))
+        .route("/flotilla/v1/join", post(join::join))
         .route("/api/{*rest}", any(core_api))
         .route("/apis/{*rest}", any(group_api))
         .merge(admin::router())
@@ -96,6 +125,35 @@ pub async fn watch_token_file(st: AppState, path: std::path::PathBuf) {
     }
 }
 
+/// Keeps `st.node_tokens` equal to the node-token Secrets in the store: a full read, then a
+/// re-read on every change of a Secret in their namespace (few and small), starting over when
+/// the watch ends.
+pub async fn watch_node_tokens(st: AppState) {
+    use futures::StreamExt as _;
+    let Some(info) = api::resource::by_plural("", "v1", "secrets") else { return };
+    let prefix = info.storage_prefix(Some(auth::NODE_TOKEN_NAMESPACE));
+    loop {
+        let revision = refresh_node_tokens(&st);
+        match st.store.watch(&prefix, revision) {
+            Ok(mut events) => {
+                while let Some(Ok(_)) = events.next().await {
+                    refresh_node_tokens(&st);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "node token watch will start over"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Re-reads the node tokens from this replica's copy of the store; returns the revision read.
+pub fn refresh_node_tokens(st: &AppState) -> u64 {
+    let Some(info) = api::resource::by_plural("", "v1", "secrets") else { return 0 };
+    let (secrets, revision) = st.store.list(&info.storage_prefix(Some(auth::NODE_TOKEN_NAMESPACE)));
+    st.node_tokens.replace_from(secrets.iter().map(|s| s.as_ref()));
+    revision
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -123,7 +181,29 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
         Ok(t) => t.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    match tokens.authenticate(req.headers()) {
+    let found = match auth::bearer_token(req.headers()) {
+        Ok(token) => match tokens.authenticate_token(token) {
+            Ok(id) => Ok(id),
+            Err(_) => match st.node_tokens.authenticate_token(token) {
+                Ok(id) => Ok(id),
+                // a node that joined through another replica a moment ago: this replica may
+                // not have applied the Secret yet, so catch up once before refusing
+                Err(_) if auth::looks_like_node_token(token) => {
+                    let token = token.to_vec();
+                    match st.store.read_barrier().await {
+                        Ok(_) => {
+                            refresh_node_tokens(&st);
+                            st.node_tokens.authenticate_token(&token)
+                        }
+                        Err(_) => Err(auth::AuthError::Unauthorized),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        },
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(id) => {
             tracing::trace!(user = %id.user, method = %req.method(), path = %req.uri().path(), "request");
             req.extensions_mut().insert(id);

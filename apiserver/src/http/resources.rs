@@ -122,7 +122,15 @@ pub async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError>
         .as_deref()
         .or(body_name.as_deref())
         .or_else(|| field_selector.as_ref().and_then(|f| f.exact("metadata.name")));
+    // a node may read a ConfigMap or Secret only when a pod bound to it references it
+    let node_references = match (&req.identity.role, info.group, info.plural, verb, req.target.name.as_deref(), req.target.namespace.as_deref()) {
+        (Role::Node(node), "", "configmaps" | "secrets", "get", Some(name), Some(ns)) => {
+            node_pods_reference(st, node, ns, info.plural, name)
+        }
+        _ => false,
+    };
     let attrs = Attributes {
+        node_references,
         verb,
         group: info.group,
         resource: info.plural,
@@ -148,6 +156,16 @@ pub async fn dispatch(st: &AppState, req: Request) -> Result<Response, ApiError>
         "deletecollection" => delete_collection(st, &req, &sel).await,
         _ => Err(ApiError::method_not_allowed(req.method.as_str(), &info.qualified_name())),
     }
+}
+
+/// Whether a pod bound to `node` in namespace `ns` references the object: Kubernetes' node
+/// authorizer graph, read from this replica's copy of the store.
+fn node_pods_reference(st: &AppState, node: &str, ns: &str, plural: &str, name: &str) -> bool {
+    let Some(pods) = api::resource::by_plural("", "v1", "pods") else { return false };
+    let (items, _) = st.store.list(&pods.storage_prefix(Some(ns)));
+    items.iter().any(|p| {
+        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && auth::pod_references(p, plural, name)
+    })
 }
 
 pub struct Selectors {
@@ -519,7 +537,7 @@ async fn guaranteed_update(
             return Ok((new, admitted.warnings));
         }
         // an object being deleted whose last finalizer went away is removed now
-        let cmd = if objects::is_deleting(&new) && objects::finalizers(&new).is_empty() && info.kind != "Pod" {
+        let cmd = if objects::is_deleting(&new) && objects::finalizers(&new).is_empty() && !agent_finishes_deletion(info, &new) {
             Command::Delete { key, expected_rv: Some(current_rv), expected_uid: None }
         } else {
             Command::Update { key, object: new, expected_rv: current_rv }
@@ -533,6 +551,14 @@ async fn guaranteed_update(
         }
     }
     Err(ApiError::modified(info, &name))
+}
+
+/// Whether a node agent still has to stop the containers of an object being deleted before it
+/// goes (a running pod bound to a node); the agent then removes it itself.
+fn agent_finishes_deletion(info: &ResourceInfo, obj: &Value) -> bool {
+    info.kind == "Pod"
+        && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        && !matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded") | Some("Failed"))
 }
 
 /// Keeps the part of `current` a write to the main resource or to `status` may not change.
@@ -732,7 +758,32 @@ struct DeleteOptions {
     grace_period_seconds: Option<i64>,
     preconditions: Option<Preconditions>,
     propagation_policy: Option<String>,
+    /// deprecated spelling of propagationPolicy Orphan (true) or Background (false)
+    orphan_dependents: Option<bool>,
     dry_run: Option<Vec<String>>,
+}
+
+/// How the dependents of a deleted object are treated (DeleteOptions.propagationPolicy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Propagation {
+    /// delete the owner now; the garbage collector deletes the dependents afterwards
+    Background,
+    /// keep the owner (finalizer `foregroundDeletion`) until the collector has deleted the
+    /// dependents that block it
+    Foreground,
+    /// keep the owner (finalizer `orphan`) until the collector has removed it from the
+    /// dependents' ownerReferences
+    Orphan,
+}
+
+impl DeleteOptions {
+    fn propagation(&self) -> Propagation {
+        match (self.propagation_policy.as_deref(), self.orphan_dependents) {
+            (Some("Foreground"), _) => Propagation::Foreground,
+            (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
+            _ => Propagation::Background,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -767,6 +818,9 @@ fn delete_options(req: &Request) -> Result<DeleteOptions, ApiError> {
                 "unsupported propagationPolicy {other:?}: supported values are \"Orphan\", \"Background\", \"Foreground\""
             )))
         }
+    }
+    if opts.propagation_policy.is_some() && opts.orphan_dependents.is_some() {
+        return Err(ApiError::bad_request("propagationPolicy and orphanDependents are mutually exclusive: use propagationPolicy"));
     }
     Ok(opts)
 }
@@ -823,7 +877,7 @@ async fn delete_one(
                 }
             }
         }
-        let graceful = graceful_plan(info, &current, opts.grace_period_seconds);
+        let graceful = propagation_plan(info, &current, graceful_plan(info, &current, opts.grace_period_seconds), opts.propagation());
         if dry {
             return Ok(current);
         }
@@ -845,6 +899,31 @@ async fn delete_one(
         }
     }
     Err(ApiError::modified(info, &name))
+}
+
+/// Adds the finalizer a Foreground or Orphan delete asks for to the object (marking it as being
+/// deleted if `graceful` did not already); Background leaves `graceful` as it is. Namespaces
+/// have their own lifecycle and are left alone.
+fn propagation_plan(info: &ResourceInfo, current: &Value, graceful: Option<Value>, propagation: Propagation) -> Option<Value> {
+    let finalizer = match propagation {
+        Propagation::Background => return graceful,
+        Propagation::Foreground => "foregroundDeletion",
+        Propagation::Orphan => "orphan",
+    };
+    if info.kind == "Namespace" {
+        return graceful;
+    }
+    let mut marked = graceful.unwrap_or_else(|| current.clone());
+    if !objects::is_deleting(&marked) {
+        objects::set_meta(&mut marked, "deletionTimestamp", json!(objects::now()));
+        objects::set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+    }
+    let mut finalizers = objects::finalizers(&marked);
+    if !finalizers.iter().any(|f| f == finalizer) {
+        finalizers.push(finalizer.to_string());
+        objects::set_meta(&mut marked, "finalizers", json!(finalizers));
+    }
+    Some(marked)
 }
 
 /// The marked object when the delete is graceful, None when the object goes now.
@@ -1006,6 +1085,55 @@ mod tests {
         assert_eq!(again, marked);
         let shorter = graceful_plan(info("pods"), &marked, Some(5)).unwrap();
         assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], json!(5));
+    }
+
+    #[test]
+    fn propagation_adds_its_finalizer() {
+        let rs = json!({"metadata": {"name": "web", "finalizers": ["x"]}});
+        let plan = |p| propagation_plan(info("configmaps"), &rs, graceful_plan(info("configmaps"), &rs, None), p);
+        let fg = plan(Propagation::Foreground).unwrap();
+        assert!(objects::is_deleting(&fg));
+        assert_eq!(objects::finalizers(&fg), vec!["x", "foregroundDeletion"]);
+        assert_eq!(objects::finalizers(&plan(Propagation::Orphan).unwrap()), vec!["x", "orphan"]);
+        assert_eq!(objects::finalizers(&plan(Propagation::Background).unwrap()), vec!["x"]);
+        // without finalizers, Background deletes now and the others hold the object
+        let bare = json!({"metadata": {"name": "web"}});
+        assert!(propagation_plan(info("deployments"), &bare, None, Propagation::Background).is_none());
+        let held = propagation_plan(info("deployments"), &bare, None, Propagation::Foreground).unwrap();
+        assert_eq!(objects::finalizers(&held), vec!["foregroundDeletion"]);
+        // a second delete adds nothing twice
+        assert_eq!(propagation_plan(info("deployments"), &held, None, Propagation::Foreground), Some(held.clone()));
+        // a pod on a node keeps its grace period and gets the finalizer too
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let g = graceful_plan(info("pods"), &pod, None);
+        let p = propagation_plan(info("pods"), &pod, g, Propagation::Orphan).unwrap();
+        assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], json!(30));
+        assert_eq!(objects::finalizers(&p), vec!["orphan"]);
+    }
+
+    #[test]
+    fn propagation_policies_good_and_bad() {
+        let req = |query: Query, body: &str| Request {
+            identity: crate::auth::node_identity("n"),
+            method: Method::DELETE,
+            target: Target { info: info("configmaps"), namespace: Some("default".into()), name: Some("c".into()), subresource: None },
+            query,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from(body.to_string()),
+        };
+        let policy = |q: Option<&str>, body: &str| {
+            delete_options(&req(Query { propagation_policy: q.map(str::to_string), ..Default::default() }, body)).map(|o| o.propagation())
+        };
+        assert_eq!(policy(None, "").unwrap(), Propagation::Background);
+        assert_eq!(policy(Some("Foreground"), "").unwrap(), Propagation::Foreground);
+        assert_eq!(policy(Some("Orphan"), "").unwrap(), Propagation::Orphan);
+        assert_eq!(policy(Some("Background"), "").unwrap(), Propagation::Background);
+        assert_eq!(policy(None, r#"{"propagationPolicy": "Orphan"}"#).unwrap(), Propagation::Orphan);
+        assert_eq!(policy(None, r#"{"orphanDependents": true}"#).unwrap(), Propagation::Orphan);
+        assert_eq!(policy(None, r#"{"orphanDependents": false}"#).unwrap(), Propagation::Background);
+        for (q, body) in [(Some("foreground"), ""), (Some("Cascade"), ""), (None, r#"{"propagationPolicy": "Orphan", "orphanDependents": true}"#)] {
+            assert_eq!(policy(q, body).err().map(|e| e.code), Some(400), "{q:?} {body}");
+        }
     }
 
     #[test]
