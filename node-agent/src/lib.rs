@@ -1,4 +1,28 @@
-//! The node agent: registers its Node, heartbeats, and runs the pods bound to it through
-//! `runtime`.
+//! The node agent: joins the cluster, registers its Node and heartbeats, runs the pods bound to
+//! it through `runtime` (in-process), reports their status, and serves their logs and exec.
 //!
-//! Nothing here yet: the node agent arrives with the orchestration issue.
+//! Layout:
+//! - [`agent`]: the main loop, the pod dispatcher and image garbage collection.
+//! - [`join`]: credentials: the bootstrap-token join, or a given kubeconfig; serving certificate.
+//! - [`node`]: the Node object, its status and the Lease heartbeat.
+//! - [`pods`]: the per-pod worker: sandbox, images, containers, restarts, probes, deletion.
+//! - [`status`]: pod status as Kubernetes computes it (pure).
+//! - [`sandbox`]: the pod's network namespace.
+//! - [`events`]: core/v1 Events, de-duplicated.
+//! - [`server`]: the HTTPS server for logs and exec.
+//! - [`podspec`], [`env`], [`volumes`], [`probe`], [`pull`]: from a pod spec to run options,
+//!   volumes, probes and images.
+
+pub mod agent;
+pub mod env;
+pub mod events;
+pub mod join;
+pub mod node;
+pub mod pods;
+pub mod podspec;
+pub mod probe;
+pub mod pull;
+pub mod sandbox;
+pub mod server;
+pub mod status;
+pub mod volumes;

@@ -1,0 +1,381 @@
+//! The node agent against a real 1-replica cluster: a busybox image imported into the agent's
+//! runtime root, a pod bound to the agent's node (no scheduler needed), then Running and Ready,
+//! a restart after its command exits, and graceful deletion. Needs root and busybox-static;
+//! elsewhere it prints a notice and passes. A guard kills the agent and removes its containers,
+//! network namespaces and mounts also when the test panics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api::client::{Api, Client, Config, DeleteParams, PostParams};
+use api::core::{Node, Pod};
+
+const IMAGE: &str = "local-test/busybox:1";
+
+struct Agent {
+    child: Option<Child>,
+    data: tempfile::TempDir,
+    ctl: PathBuf,
+    pod_uids: Vec<String>,
+}
+
+impl Agent {
+    fn runtime_root(&self) -> PathBuf {
+        self.data.path().join("runtime")
+    }
+
+    fn ctl(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(&self.ctl)
+            .arg("--root")
+            .arg(self.runtime_root())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ctl");
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for ctl")
+    }
+
+    fn containers(&self, all: bool) -> Vec<String> {
+        let args: &[&str] = if all { &["ps", "-a", "-q", "--no-trunc"] } else { &["ps", "-q", "--no-trunc"] };
+        let out = self.ctl(args, b"");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default();
+            eprintln!("--- the agent's log ---\n{log}--- end of the agent's log ---");
+        }
+        for id in self.containers(true) {
+            let _ = self.ctl(&["rm", "-f", &id], b"");
+        }
+        for uid in &self.pod_uids {
+            let path = Path::new(node_agent::sandbox::NETNS_DIR).join(uid);
+            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&path);
+        }
+        // Whatever is still mounted under the data directory (overlays, volumes), deepest first.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.data.path().to_string_lossy().into_owned();
+        let mut points: Vec<String> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(runtime::container::unescape_mountinfo)
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(Path::new(&p), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs a command in a container through the agent's exec endpoint (v5.channel.k8s.io), with
+/// `stdin` sent then closed; returns (stdout, stderr, the final Status).
+async fn exec_ws(port: u16, client_identity: (&[u8], &[u8]), serving_ca: &[u8], path: &str, stdin: &[u8]) -> (String, String, serde_json::Value) {
+    use futures::{SinkExt, StreamExt};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(serving_ca) {
+        roots.add(cert.expect("serving cert")).expect("add root");
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(client_identity.0).collect::<Result<_, _>>().expect("client cert");
+    let key = PrivateKeyDer::from_pem_slice(client_identity.1).expect("client key");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .expect("client auth");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls handshake");
+    let mut request = format!("wss://localhost:{port}{path}").into_client_request().expect("request");
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().expect("header"));
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tls).await.expect("websocket handshake");
+    assert_eq!(response.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()), Some(&b"v5.channel.k8s.io"[..]));
+    ws.send(Message::Binary([&[0u8][..], stdin].concat().into())).await.expect("send stdin");
+    ws.send(Message::Binary(vec![255u8, 0].into())).await.expect("close stdin");
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), serde_json::Value::Null);
+    while let Some(Ok(message)) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("exec output in time") {
+        if let Message::Binary(data) = message {
+            match data.first() {
+                Some(1) => out.extend_from_slice(&data[1..]),
+                Some(2) => err.extend_from_slice(&data[1..]),
+                Some(3) => status = serde_json::from_slice(&data[1..]).expect("status json"),
+                _ => {}
+            }
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned(), status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_runs_restarts_and_deletes_a_pod() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: the node agent test needs root");
+        return;
+    }
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(Path::new).find(|p| p.is_file()) else {
+        eprintln!("skipping: install busybox-static");
+        return;
+    };
+    let cluster = tests::Cluster::up(1).expect("cluster up");
+    let mut agent = Agent {
+        child: None,
+        data: tempfile::Builder::new().prefix("flotilla-agent-test-").tempdir().expect("tempdir"),
+        ctl: tests::binary("ctl").expect("ctl binary"),
+        pod_uids: Vec::new(),
+    };
+
+    // The image: busybox and a few applets, imported into the agent's runtime root.
+    let rootfs = agent.data.path().join("image-rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir");
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "sleep", "echo", "cat", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    let tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).output().expect("tar");
+    assert!(tar.status.success(), "tar failed");
+    let import = agent.ctl(&["image", "import", "-", IMAGE], &tar.stdout);
+    assert!(import.status.success(), "import: {}", String::from_utf8_lossy(&import.stderr));
+
+    let node_name = format!("agent-test-{:08x}", rand::random::<u32>());
+    let port = free_port();
+    let start_agent = |data: &Path| {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("agent.log")).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_flotilla-node-agent"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--node-name", &node_name, "--node-ip", "127.0.0.1", "--resync-seconds", "2"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .env("RUST_LOG", "info,node_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the agent")
+    };
+    agent.child = Some(start_agent(agent.data.path()));
+    let agent_log = agent.data.path().join("agent.log");
+    let show_log = move || std::fs::read_to_string(&agent_log).unwrap_or_default();
+
+    let client = Client::new(Config::from_kubeconfig(&cluster.kubeconfig(), None).expect("kubeconfig")).expect("client");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = wait_for("the node to register", Duration::from_secs(60), async || nodes.get_opt(&node_name).await.ok().flatten()).await;
+    let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready, "node is not Ready; agent log:\n{}", show_log());
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crasher", "namespace": "default"},
+        "spec": {
+            "nodeName": node_name,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "app",
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo started; sleep 4; exit 3"]
+            }]
+        }
+    }))
+    .expect("pod json");
+    let created = pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    let uid = created.metadata.uid.clone().expect("uid");
+    agent.pod_uids.push(uid.clone());
+
+    let status_of = |p: &Pod| p.status.clone().unwrap_or_default();
+    let running = wait_for("the pod to be Running and Ready", Duration::from_secs(60), async || {
+        let p = pods.get("crasher").await.ok()?;
+        let s = status_of(&p);
+        let ready = s.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (s.phase.as_deref() == Some("Running") && ready).then_some(p)
+    })
+    .await;
+    let cs = &status_of(&running).container_statuses.expect("container statuses")[0];
+    assert!(cs.container_id.as_deref().is_some_and(|id| id.starts_with("flotilla://")), "{cs:?}");
+    assert_eq!(status_of(&running).host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(Path::new(node_agent::sandbox::NETNS_DIR).join(&uid).exists(), "the pod's network namespace is missing");
+
+    let restarted = wait_for("a restart after the container exits", Duration::from_secs(60), async || {
+        let p = pods.get("crasher").await.ok()?;
+        let cs = status_of(&p).container_statuses?.into_iter().next()?;
+        let last = cs.last_state.as_ref()?.terminated.as_ref()?;
+        (cs.restart_count >= 1 && last.exit_code == 3).then_some(cs)
+    })
+    .await;
+    assert_eq!(restarted.last_state.and_then(|l| l.terminated).and_then(|t| t.reason).as_deref(), Some("Error"));
+
+    // Events about the pod, the node's Lease, and the log through the agent's HTTPS server.
+    let events: Api<api::core::Event> = Api::namespaced(client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid.as_str()))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    }
+    let leases: Api<api::coordination::Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = leases.get(&node_name).await.expect("the node's lease");
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some(node_name.as_str()));
+    let identity = [std::fs::read(cluster.dir().join("pki/server.crt")).expect("cert"), std::fs::read(cluster.dir().join("pki/server.key")).expect("key")].concat();
+    let serving = std::fs::read(agent.data.path().join("pki/serving.crt")).expect("serving cert");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&serving).expect("serving cert pem"))
+        .tls_built_in_root_certs(false)
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .build()
+        .expect("https client");
+    let logs = https
+        .get(format!("https://localhost:{port}/containerLogs/default/crasher/app?previous=true"))
+        .send()
+        .await
+        .expect("logs request");
+    assert!(logs.status().is_success(), "logs: {}", logs.status());
+    assert_eq!(logs.text().await.expect("logs body"), "started\n");
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&serving).expect("serving cert pem"))
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("client");
+    assert!(anonymous.get(format!("https://localhost:{port}/healthz")).send().await.is_err(), "a client without a certificate got in");
+
+    // The agent writes D/pods/<uid>/state.json with the current container.
+    let record = node_agent::pods::load_record(&node_agent::pods::pod_dir(agent.data.path(), &uid)).expect("state file").expect("a record");
+    assert!(record.containers["app"].restart_count >= 1);
+
+    // A long-running pod with a readiness probe survives a restart of the agent untouched.
+    let sleeper: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sleeper", "namespace": "default"},
+        "spec": {
+            "nodeName": node_name,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "app",
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
+            }]
+        }
+    }))
+    .expect("pod json");
+    let sleeper_uid = pods.create(&PostParams::default(), &sleeper).await.expect("create pod").metadata.uid.expect("uid");
+    agent.pod_uids.push(sleeper_uid.clone());
+    let is_ready = |p: &Pod| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    wait_for("the sleeper to be Ready", Duration::from_secs(60), async || pods.get("sleeper").await.ok().filter(is_ready)).await;
+    let sleeper_dir = node_agent::pods::pod_dir(agent.data.path(), &sleeper_uid);
+    let id_before = node_agent::pods::load_record(&sleeper_dir).expect("state").expect("record").containers["app"].id.clone().expect("container id");
+    let runtime = runtime::container::Runtime::open(&agent.runtime_root()).expect("runtime");
+    let pid_before = runtime.inspect(&id_before).expect("inspect").pid;
+    assert!(pid_before > 0);
+
+    if let Some(mut child) = agent.child.take() {
+        child.kill().expect("kill the agent");
+        child.wait().expect("reap the agent");
+    }
+    agent.child = Some(start_agent(agent.data.path()));
+    // Several resyncs of the new agent.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for("the sleeper to be Ready again", Duration::from_secs(30), async || pods.get("sleeper").await.ok().filter(is_ready)).await;
+    let after = node_agent::pods::load_record(&sleeper_dir).expect("state").expect("record");
+    assert_eq!(after.containers["app"].id.as_deref(), Some(id_before.as_str()), "the restarted agent replaced the container");
+    assert_eq!(after.containers["app"].restart_count, 0);
+    assert_eq!(runtime.inspect(&id_before).expect("inspect").pid, pid_before, "the container's process changed; agent log:\n{}", show_log());
+    // exec into the adopted container: stdin in, stdout and stderr out, the exit code in the Status.
+    let cert = std::fs::read(cluster.dir().join("pki/server.crt")).expect("cert");
+    let key = std::fs::read(cluster.dir().join("pki/server.key")).expect("key");
+    let (out, err, status) = exec_ws(
+        port,
+        (&cert, &key),
+        &serving,
+        "/exec/default/sleeper/app?command=sh&command=-c&command=cat%3B%20echo%20oops%20%3E%262%3B%20exit%207&stdin=true&stdout=true&stderr=true",
+        b"hello\n",
+    )
+    .await;
+    assert_eq!((out.as_str(), err.as_str()), ("hello\n", "oops\n"));
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["details"]["causes"][0]["message"], "7");
+    let (_, _, ok) = exec_ws(port, (&cert, &key), &serving, "/exec/default/sleeper/app?command=true&stdout=true", b"").await;
+    assert_eq!(ok["status"], "Success");
+
+    let sleeper_status = pods.get("sleeper").await.expect("get").status.and_then(|s| s.container_statuses).expect("statuses");
+    assert_eq!(sleeper_status[0].restart_count, 0);
+
+    // The crasher exited a second time by now: it waits in back-off.
+    wait_for("the crasher to be in CrashLoopBackOff", Duration::from_secs(30), async || {
+        let cs = pods.get("crasher").await.ok()?.status?.container_statuses?.into_iter().next()?;
+        let reason = cs.state?.waiting?.reason?;
+        (reason == "CrashLoopBackOff" && cs.restart_count >= 1).then_some(())
+    })
+    .await;
+
+    let params = DeleteParams { grace_period_seconds: Some(5), ..Default::default() };
+    pods.delete("sleeper", &params).await.expect("delete pod");
+    pods.delete("crasher", &params).await.expect("delete pod");
+    for name in ["crasher", "sleeper"] {
+        wait_for("the pods to be gone", Duration::from_secs(60), async || pods.get_opt(name).await.ok().and_then(|p| p.is_none().then_some(()))).await;
+    }
+    wait_for("the pod's containers and sandbox to be removed", Duration::from_secs(30), async || {
+        let netns = Path::new(node_agent::sandbox::NETNS_DIR);
+        let gone = agent.containers(true).is_empty() && !netns.join(&uid).exists() && !netns.join(&sleeper_uid).exists();
+        gone.then_some(())
+    })
+    .await;
+    let events_after = events.list(&Default::default()).await.expect("list events").items;
+    assert!(
+        events_after.iter().any(|e| e.involved_object.uid.as_deref() == Some(sleeper_uid.as_str()) && e.reason.as_deref() == Some("Killing")),
+        "no Killing event after deletion"
+    );
+    drop(agent);
+    drop(cluster);
+}
