@@ -42,6 +42,23 @@ pub fn kubectl() -> Option<PathBuf> {
     })
 }
 
+/// What [`Cluster::start`] brings up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub replicas: usize,
+    pub nodes: usize,
+    /// Also serve an image registry on 127.0.0.1 ([`Cluster::registry`]).
+    pub registry: bool,
+    /// Extra environment for deploy/local-cluster (FLOTILLA_SNAPSHOT_EVERY, FLOTILLA_CONTROLLER_FLAGS).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { replicas: 1, nodes: 0, registry: false, env: Vec::new() }
+    }
+}
+
 pub struct Cluster {
     dir: tempfile::TempDir,
     env: BTreeMap<String, String>,
@@ -61,23 +78,38 @@ impl Cluster {
     /// can take one in between; a failed start is therefore tried once more, and the first
     /// failure is printed so it is not hidden.
     pub fn up_with(replicas: usize, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
-        match Self::try_up(replicas, env) {
+        Self::start(&Options { replicas, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Options::default() })
+    }
+
+    /// Starts a cluster as `options` describe: replicas, and with `nodes > 0` the scheduler, the
+    /// controllers and that many node agents (node-1..node-N), waiting until every node is Ready.
+    pub fn start(options: &Options) -> anyhow::Result<Cluster> {
+        match Self::try_up(options) {
             Ok(c) => Ok(c),
             Err(first) => {
-                eprintln!("notice: starting a {replicas}-replica cluster failed once, trying again: {first:#}");
-                Self::try_up(replicas, env)
+                eprintln!("notice: starting a cluster ({options:?}) failed once, trying again: {first:#}");
+                Self::try_up(options)
             }
         }
     }
 
-    fn try_up(replicas: usize, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+    fn try_up(options: &Options) -> anyhow::Result<Cluster> {
         binary("apiserver")?;
         binary("ctl")?;
+        if options.nodes > 0 {
+            for b in ["flotilla-scheduler", "flotilla-controllers", "flotilla-node-agent", "flotilla-monitor"] {
+                binary(b)?;
+            }
+        }
         let dir = tempfile::Builder::new().prefix("flotilla-test-").tempdir().context("making a temporary directory")?;
         let mut cmd = Command::new(repo_root().join("deploy/local-cluster"));
-        cmd.args(["up", "--dir"]).arg(dir.path()).args(["--replicas", &replicas.to_string()]);
+        cmd.args(["up", "--dir"]).arg(dir.path()).args(["--replicas", &options.replicas.to_string()]);
+        cmd.args(["--nodes", &options.nodes.to_string()]);
+        if options.registry {
+            cmd.arg("--registry");
+        }
         cmd.env("FLOTILLA_BIN_DIR", bin_dir());
-        for (k, v) in env {
+        for (k, v) in &options.env {
             cmd.env(k, v);
         }
         let out = cmd.output().context("running deploy/local-cluster up")?;
@@ -197,6 +229,79 @@ impl Cluster {
             );
         }
         Ok(())
+    }
+
+    /// "127.0.0.1:PORT" of the registry started with `Options::registry`.
+    pub fn registry(&self) -> Option<String> {
+        self.env.get("REGISTRY").cloned()
+    }
+
+    /// A node agent's data directory (its runtime root is `runtime/` in it).
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+
+    /// Kills a node agent (SIGKILL); with `kill_containers`, its containers and pod sandboxes too,
+    /// as if the machine had died.
+    pub fn stop_node(&self, node: &str, kill_containers: bool) -> anyhow::Result<()> {
+        if kill_containers {
+            self.script(&["stop-node", node, "--kill-containers"])
+        } else {
+            self.script(&["stop-node", node])
+        }
+    }
+
+    pub fn start_node(&self, node: &str) -> anyhow::Result<()> {
+        self.script(&["start-node", node])
+    }
+
+    /// Builds a busybox image (from the host's busybox-static) named `REGISTRY/NAME` in a scratch
+    /// store, with `cmd` as its CMD, and pushes it to the cluster's registry; returns the reference.
+    /// None (with a notice) when busybox-static is not installed.
+    pub fn push_busybox(&self, name: &str, cmd: &[&str]) -> anyhow::Result<Option<String>> {
+        let registry = self.registry().context("the cluster was started without a registry")?;
+        let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(Path::new).find(|p| p.is_file()) else {
+            eprintln!("notice: busybox-static is not installed; skipping");
+            return Ok(None);
+        };
+        let work = tempfile::Builder::new().prefix("flotilla-image-").tempdir()?;
+        let rootfs = work.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin"))?;
+        std::fs::create_dir_all(rootfs.join("etc"))?;
+        std::fs::create_dir_all(rootfs.join("tmp"))?;
+        std::fs::copy(busybox, rootfs.join("bin/busybox"))?;
+        for applet in ["sh", "cat", "echo", "sleep", "true", "false", "ls", "hostname", "httpd", "nc", "wget", "env", "kill", "test"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
+        }
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")?;
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
+        let reference = format!("{registry}/{name}");
+        let store = work.path().join("store");
+        let ctl = binary("ctl")?;
+        let tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).output().context("running tar")?;
+        if !tar.status.success() {
+            bail!("tar of the busybox root failed: {}", String::from_utf8_lossy(&tar.stderr));
+        }
+        let mut import = Command::new(&ctl);
+        import.arg("--root").arg(&store).args(["image", "import"]);
+        if !cmd.is_empty() {
+            import.arg("--change").arg(format!("CMD {}", serde_json::to_string(cmd)?));
+        }
+        import.args(["-", &reference]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = import.spawn().context("running ctl image import")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(&tar.stdout)?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("ctl image import failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = Command::new(&ctl).arg("--root").arg(&store).args(["push", &reference]).output()?;
+        if !out.status.success() {
+            bail!("ctl push {reference} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Some(reference))
     }
 
     /// The cluster's own view of its replicas (GET /flotilla/v1/cluster on the given replica).
