@@ -17,14 +17,18 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use api::apps::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
-use api::client::{Api, Client, ClientError, DeleteParams, Patch, PatchParams, PostParams};
+use api::client::{
+    Api, Client, ClientError, DeleteParams, ListParams, Patch, PatchParams, PostParams,
+};
 use api::core::{Pod, PodTemplateSpec};
 use api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use api::meta::{LabelSelector as MetaLabelSelector, ObjectMeta, Time};
 use api::selector::LabelSelector;
 
+use crate::events::{object_reference, EventType, Recorder};
 use crate::hash::{pod_template_hash, POD_TEMPLATE_HASH_LABEL};
-use crate::util::{self, Change, Store, WorkQueue};
+use crate::informer::{Change, Informer, ObjectKey, Store};
+use crate::util::{self, Reconciler, WorkQueue};
 use crate::ControllerError;
 
 /// The component name in Events.
@@ -1120,105 +1124,49 @@ pub fn timed_out(current: Option<&DeploymentCondition>, deadline: i64, now: Time
 }
 
 /// Runs the controller until `shutdown` turns true.
-pub async fn run(
-    client: Client,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ControllerError> {
-    let controller = Arc::new(Controller {
-        client: client.clone(),
-        deployments: Store::default(),
-        sets: Store::default(),
-        pods: Store::default(),
-        queue: WorkQueue::new(),
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let c = controller.clone();
-        tasks.spawn(util::reflect(
-            client.clone(),
-            c.deployments.clone(),
-            move |change| {
-                let d = match &change {
-                    Change::Applied { new, .. } => new,
-                    Change::Deleted(old) => old,
-                };
-                c.queue.add(&util::key_of(&d.metadata));
-            },
-        ));
-    }
-    {
-        let c = controller.clone();
-        tasks.spawn(util::reflect(
-            client.clone(),
-            c.sets.clone(),
-            move |change| c.set_changed(change),
-        ));
-    }
-    {
+pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), ControllerError> {
+    let queue = WorkQueue::new();
+    let deployments = {
+        let queue = queue.clone();
+        Informer::spawn_with(
+            Api::<Deployment>::all(client.clone()),
+            ListParams::default(),
+            shutdown.clone(),
+            move |change| queue.add(&util::key_of(&change.object().metadata)),
+        )
+    };
+    let sets = {
+        let (queue, deployments) = (queue.clone(), deployments.store().clone());
+        Informer::spawn_with(
+            Api::<ReplicaSet>::all(client.clone()),
+            ListParams::default(),
+            shutdown.clone(),
+            move |change| set_changed(&deployments, &queue, change),
+        )
+    };
+    let pods = {
         // Pods matter only to Recreate, which waits for the old ones to be gone.
-        let c = controller.clone();
-        tasks.spawn(util::reflect(
-            client.clone(),
-            c.pods.clone(),
+        let (queue, sets) = (queue.clone(), sets.store().clone());
+        Informer::spawn_with(
+            Api::<Pod>::all(client.clone()),
+            ListParams::default(),
+            shutdown.clone(),
             move |change| {
                 if let Change::Deleted(pod) = change {
-                    c.pod_deleted(&pod);
+                    pod_deleted(&sets, &queue, pod);
                 }
             },
-        ));
-    }
-    {
-        let c = controller.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(util::RESYNC_PERIOD);
-            loop {
-                tick.tick().await;
-                for key in c.deployments.keys() {
-                    c.queue.add(&key);
-                }
-            }
-        });
-    }
-    for _ in 0..WORKERS {
-        let c = controller.clone();
-        tasks.spawn(async move {
-            loop {
-                let key = c.queue.next().await;
-                if !(c.deployments.is_synced() && c.sets.is_synced() && c.pods.is_synced()) {
-                    // Acting on a half-filled cache would create ReplicaSets that already exist.
-                    c.queue.done(&key);
-                    c.queue.add_after(&key, Duration::from_millis(200));
-                    continue;
-                }
-                match c.sync(&key).await {
-                    Ok(requeue) => {
-                        c.queue.forget(&key);
-                        if let Some(after) = requeue {
-                            c.queue.add_after(&key, after);
-                        }
-                    }
-                    Err(error) => {
-                        if error.is_conflict() || error.is_already_exists() {
-                            tracing::debug!(%key, %error, "write raced; syncing again");
-                        } else {
-                            tracing::warn!(%key, %error, "cannot sync deployment; retrying");
-                        }
-                        c.queue.add_rate_limited(&key);
-                    }
-                }
-                c.queue.done(&key);
-            }
-        });
-    }
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        if shutdown.changed().await.is_err() {
-            break;
-        }
-    }
-    tasks.abort_all();
+        )
+    };
+    let controller = Arc::new(Controller {
+        recorder: Recorder::new(client.clone(), COMPONENT),
+        client,
+        deployments,
+        sets,
+        pods,
+        queue,
+    });
+    util::run_workers(controller, WORKERS, shutdown).await;
     Ok(())
 }
 
@@ -1226,86 +1174,104 @@ const WORKERS: usize = 4;
 
 struct Controller {
     client: Client,
-    deployments: Store<Deployment>,
-    sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    recorder: Recorder,
+    deployments: Informer<Deployment>,
+    sets: Informer<ReplicaSet>,
+    pods: Informer<Pod>,
     queue: WorkQueue,
 }
 
-impl Controller {
-    /// Queues the owning Deployment of a changed ReplicaSet, or for an orphan every
-    /// Deployment whose selector matches it.
-    fn set_changed(&self, change: Change<ReplicaSet>) {
-        let (old, new) = match change {
-            Change::Applied { old, new } => (old, new),
-            Change::Deleted(rs) => (None, rs),
-        };
-        for rs in old.iter().chain(std::iter::once(&new)) {
-            let namespace = rs.metadata.namespace.clone().unwrap_or_default();
-            match util::controller_of(&rs.metadata) {
-                Some(owner) if owner.kind == "Deployment" => {
-                    self.queue.add(&format!("{namespace}/{}", owner.name));
-                }
-                Some(_) => {}
-                None => {
-                    let labels = rs.metadata.labels.clone().unwrap_or_default();
-                    for d in self.deployments.in_namespace(&namespace) {
-                        let selector = d
-                            .spec
-                            .as_ref()
-                            .map(|s| s.selector.clone())
-                            .unwrap_or_default();
-                        if LabelSelector::from_meta(&selector)
-                            .is_ok_and(|s| !s.is_empty() && s.matches(&labels))
-                        {
-                            self.queue.add(&util::key_of(&d.metadata));
-                        }
+/// Queues the owning Deployment of a changed ReplicaSet, or for an orphan every Deployment
+/// whose selector matches it.
+fn set_changed(deployments: &Store<Deployment>, queue: &WorkQueue, change: &Change<ReplicaSet>) {
+    let old = match change {
+        Change::Applied { old, .. } => old.as_ref(),
+        Change::Deleted(_) => None,
+    };
+    for rs in old.into_iter().chain(std::iter::once(change.object())) {
+        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+        match util::controller_of(&rs.metadata) {
+            Some(owner) if owner.kind == "Deployment" => {
+                queue.add(&format!("{namespace}/{}", owner.name));
+            }
+            Some(_) => {}
+            None => {
+                let labels = rs.metadata.labels.clone().unwrap_or_default();
+                for d in deployments.list_namespace(&namespace) {
+                    let selector = d
+                        .spec
+                        .as_ref()
+                        .map(|s| s.selector.clone())
+                        .unwrap_or_default();
+                    if LabelSelector::from_meta(&selector)
+                        .is_ok_and(|s| !s.is_empty() && s.matches(&labels))
+                    {
+                        queue.add(&util::key_of(&d.metadata));
                     }
                 }
             }
         }
     }
+}
 
-    fn pod_deleted(&self, pod: &Pod) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let Some(owner) = util::controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet")
-        else {
-            return;
-        };
-        let Some(rs) = self.sets.get(&format!("{namespace}/{}", owner.name)) else {
-            return;
-        };
-        if let Some(d) = util::controller_of(&rs.metadata).filter(|o| o.kind == "Deployment") {
-            self.queue.add(&format!("{namespace}/{}", d.name));
-        }
+/// Queues the Deployment whose ReplicaSet owned a deleted pod.
+fn pod_deleted(sets: &Store<ReplicaSet>, queue: &WorkQueue, pod: &Pod) {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let Some(owner) = util::controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet") else {
+        return;
+    };
+    let Some(rs) = sets.get(&ObjectKey::new(&namespace, &owner.name)) else {
+        return;
+    };
+    if let Some(d) = util::controller_of(&rs.metadata).filter(|o| o.kind == "Deployment") {
+        queue.add(&format!("{namespace}/{}", d.name));
+    }
+}
+
+impl Reconciler for Controller {
+    const WHAT: &'static str = "deployment";
+
+    fn queue(&self) -> &WorkQueue {
+        &self.queue
+    }
+
+    fn synced(&self) -> bool {
+        self.deployments.is_synced() && self.sets.is_synced() && self.pods.is_synced()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let deployments = self.deployments.store().list();
+        deployments
+            .iter()
+            .map(|d| util::key_of(&d.metadata))
+            .collect()
     }
 
     async fn sync(&self, key: &str) -> Result<Option<Duration>, ClientError> {
-        let Some(d) = self.deployments.get(key) else {
+        let Some(d) = self.deployments.store().get(&util::object_key(key)) else {
             return Ok(None);
         };
         let (namespace, name) = util::split_key(key);
-        let sets = self.sets.in_namespace(namespace);
-        let pods = self.pods.in_namespace(namespace);
+        let sets = util::owned(self.sets.store().list_namespace(namespace));
+        let pods = util::owned(self.pods.store().list_namespace(namespace));
         let plan = match plan(&d, &sets, &pods, Timestamp::now()) {
             Ok(plan) => plan,
             Err(error) => {
                 // Retrying cannot help until the user fixes the Deployment, which queues it.
                 tracing::warn!(%key, %error, "not syncing deployment");
-                util::record_event(
-                    &self.client,
-                    COMPONENT,
-                    util::object_ref("apps/v1", "Deployment", &d.metadata),
-                    "Warning",
-                    "InvalidDeployment",
-                    error.to_string(),
-                )
-                .await;
+                self.recorder
+                    .record(
+                        &object_reference("apps/v1", "Deployment", &d.metadata),
+                        EventType::Warning,
+                        "InvalidDeployment",
+                        &error.to_string(),
+                    )
+                    .await;
                 return Ok(None);
             }
         };
         let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-        let d_ref = util::object_ref("apps/v1", "Deployment", &d.metadata);
+        let d_ref = object_reference("apps/v1", "Deployment", &d.metadata);
         let owner = util::controller_ref("apps/v1", "Deployment", &d.metadata);
         for action in &plan.actions {
             match action {
@@ -1333,7 +1299,7 @@ impl Controller {
                         .await
                     {
                         Ok(updated) => {
-                            self.sets.insert(util::key_of(&updated.metadata), updated);
+                            self.sets.store().apply(Arc::new(updated));
                         }
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e),
@@ -1344,35 +1310,35 @@ impl Controller {
                     let rs_name = created.metadata.name.clone().unwrap_or_default();
                     tracing::info!(%key, replicaset = %rs_name, "created new replica set");
                     let size = replicas_of(&created);
-                    self.sets.insert(util::key_of(&created.metadata), created);
+                    self.sets.store().apply(Arc::new(created));
                     if size > 0 {
-                        util::record_event(
-                            &self.client,
-                            COMPONENT,
-                            d_ref.clone(),
-                            "Normal",
-                            "ScalingReplicaSet",
-                            format!("Scaled up replica set {rs_name} from 0 to {size}"),
-                        )
-                        .await;
+                        self.recorder
+                            .record(
+                                &d_ref,
+                                EventType::Normal,
+                                "ScalingReplicaSet",
+                                &format!("Scaled up replica set {rs_name} from 0 to {size}"),
+                            )
+                            .await;
                     }
                 }
                 Action::Update { rs, scaled } => {
                     let rs_name = rs.metadata.name.clone().unwrap_or_default();
                     let updated = rs_api.replace(&rs_name, &PostParams::default(), rs).await?;
-                    self.sets.insert(util::key_of(&updated.metadata), updated);
+                    self.sets.store().apply(Arc::new(updated));
                     if let Some((from, to)) = scaled {
                         let direction = if to > from { "up" } else { "down" };
                         tracing::info!(%key, replicaset = %rs_name, from, to, "scaled replica set");
-                        util::record_event(
-                            &self.client,
-                            COMPONENT,
-                            d_ref.clone(),
-                            "Normal",
-                            "ScalingReplicaSet",
-                            format!("Scaled {direction} replica set {rs_name} from {from} to {to}"),
-                        )
-                        .await;
+                        self.recorder
+                            .record(
+                                &d_ref,
+                                EventType::Normal,
+                                "ScalingReplicaSet",
+                                &format!(
+                                    "Scaled {direction} replica set {rs_name} from {from} to {to}"
+                                ),
+                            )
+                            .await;
                     }
                 }
                 Action::Delete(rs_name) => {
@@ -1386,7 +1352,7 @@ impl Controller {
             }
         }
         let d_api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
-        let mut latest = d.clone();
+        let mut latest = (*d).clone();
         if let Some(revision) = &plan.revision {
             let patch = json!({"metadata": {
                 "annotations": {REVISION_ANNOTATION: revision},
@@ -1401,9 +1367,9 @@ impl Controller {
             let updated = d_api
                 .replace_status(name, &PostParams::default(), &latest)
                 .await?;
-            self.deployments.insert(key.to_string(), updated);
+            self.deployments.store().apply(Arc::new(updated));
         } else if plan.revision.is_some() {
-            self.deployments.insert(key.to_string(), latest);
+            self.deployments.store().apply(Arc::new(latest));
         }
         // Availability turns true minReadySeconds after readiness, with no event to say so.
         let min_ready = d
@@ -1423,37 +1389,13 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{from, merge, time};
     use serde_json::Value;
 
     const UID: &str = "d-uid";
 
     fn now() -> Timestamp {
-        match "2026-01-01T01:00:00Z".parse() {
-            Ok(t) => t,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
-        match serde_json::from_value(v) {
-            Ok(t) => t,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn merge(base: &mut Value, extra: Value) {
-        match (base, extra) {
-            (Value::Object(b), Value::Object(e)) => {
-                for (k, v) in e {
-                    if v.is_null() {
-                        b.remove(&k);
-                    } else {
-                        merge(b.entry(k).or_insert(Value::Null), v);
-                    }
-                }
-            }
-            (b, e) => *b = e,
-        }
+        time("2026-01-01T01:00:00Z")
     }
 
     fn template(image: &str) -> Value {

@@ -107,23 +107,23 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
             _ = resync.tick() => full = true,
             change = service_changes.recv() => match change {
-                Ok(Change::Applied(s)) | Ok(Change::Deleted(s)) => { queue.insert(ObjectKey::of(&s.metadata)); }
-                Ok(Change::Restarted) | Err(broadcast::error::RecvError::Lagged(_)) => full = true,
+                Ok(Change::Applied { new: s, .. }) | Ok(Change::Deleted(s)) => { queue.insert(ObjectKey::of(&s.metadata)); }
+                Err(broadcast::error::RecvError::Lagged(_)) => full = true,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             change = endpoint_changes.recv() => match change {
-                Ok(Change::Applied(e)) | Ok(Change::Deleted(e)) => { queue.insert(ObjectKey::of(&e.metadata)); }
-                Ok(Change::Restarted) | Err(broadcast::error::RecvError::Lagged(_)) => full = true,
+                Ok(Change::Applied { new: e, .. }) | Ok(Change::Deleted(e)) => { queue.insert(ObjectKey::of(&e.metadata)); }
+                Err(broadcast::error::RecvError::Lagged(_)) => full = true,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             change = pod_changes.recv() => match change {
                 // A pod's labels may have changed, so every service of its namespace is looked
                 // at, not only those matching its current labels.
-                Ok(Change::Applied(p)) | Ok(Change::Deleted(p)) => {
+                Ok(Change::Applied { new: p, .. }) | Ok(Change::Deleted(p)) => {
                     let namespace = p.metadata.namespace.clone().unwrap_or_default();
                     queue.extend(services.store().list_namespace(&namespace).iter().map(|s| ObjectKey::of(&s.metadata)));
                 }
-                Ok(Change::Restarted) | Err(broadcast::error::RecvError::Lagged(_)) => full = true,
+                Err(broadcast::error::RecvError::Lagged(_)) => full = true,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
         }

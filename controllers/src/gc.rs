@@ -18,17 +18,17 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use api::client::watcher::{watcher, Event};
+use api::client::watcher::Event;
 use api::client::{
     Api, Client, DeleteParams, DynamicApi, ListParams, Patch, PatchParams, PropagationPolicy,
 };
 use api::meta::{ObjectMeta, OwnerReference, Preconditions};
 use api::resource::ResourceInfo;
 use futures::StreamExt as _;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::informer::{watch_events, Watched};
 use crate::ControllerError;
 
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -413,16 +413,14 @@ fn item_of(info: &'static ResourceInfo, meta: &ObjectMeta) -> Option<Item> {
     })
 }
 
-/// Watches one kind and sends its objects' graph entries to the collector.
-fn spawn_feed<K>(client: Client, tx: mpsc::Sender<GraphEvent>, mut shutdown: watch::Receiver<bool>)
+/// Watches one kind and sends its objects' graph entries to the collector. Not an [`Informer`]:
+/// the graph keeps only the metadata it needs, where an informer would keep every object of
+/// every kind a second time; the watch loop itself is the shared [`watch_events`].
+///
+/// [`Informer`]: crate::informer::Informer
+fn spawn_feed<K>(client: Client, tx: mpsc::Sender<GraphEvent>, shutdown: watch::Receiver<bool>)
 where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = ObjectMeta>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Send
-        + 'static,
+    K: Watched,
 {
     let Some(info) = api::resource::info_of::<K>() else {
         tracing::warn!(
@@ -432,30 +430,21 @@ where
         return;
     };
     tokio::spawn(async move {
-        let mut events = watcher(Api::<K>::all(client), ListParams::default());
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
-                event = events.next() => event,
-            };
+        let mut events = watch_events(Api::<K>::all(client), ListParams::default(), shutdown);
+        while let Some(event) = events.next().await {
             let message = match event {
-                None => return,
-                Some(Err(error)) => {
-                    tracing::warn!(kind = info.kind, %error, "watch failed, retrying");
-                    continue;
-                }
-                Some(Ok(Event::Restarted(objects))) => GraphEvent::Restarted(
+                Event::Restarted(objects) => GraphEvent::Restarted(
                     info,
                     objects
                         .iter()
                         .filter_map(|o| item_of(info, o.metadata()))
                         .collect(),
                 ),
-                Some(Ok(Event::Applied(object))) => match item_of(info, object.metadata()) {
+                Event::Applied(object) => match item_of(info, object.metadata()) {
                     Some(item) => GraphEvent::Applied(item),
                     None => continue,
                 },
-                Some(Ok(Event::Deleted(object))) => match object.metadata().uid.clone() {
+                Event::Deleted(object) => match object.metadata().uid.clone() {
                     Some(uid) => GraphEvent::Deleted(uid),
                     None => continue,
                 },
@@ -567,23 +556,11 @@ async fn execute(
                 .iter()
                 .filter(|o| !remove.contains(&&o.uid))
                 .collect();
-            let patch = Patch::Merge(serde_json::json!({
-                "metadata": {
-                    "resourceVersion": item.resource_version,
-                    "ownerReferences": if kept.is_empty() { serde_json::Value::Null } else { serde_json::json!(kept) },
-                }
-            }));
-            match dynamic(client, item)
-                .patch(&item.name, &PatchParams::default(), &patch)
-                .await
-            {
-                Ok(_) => tracing::info!(
+            if patch_list(client, item, "ownerReferences", &kept).await? {
+                tracing::info!(
                     kind = item.info.kind, namespace = ?item.namespace, name = %item.name,
                     removed = ?remove, "removed owner references"
-                ),
-                // A newer version or none at all: the next event decides again.
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
+                );
             }
         }
         Action::RemoveFinalizer { uid, finalizer } => {
@@ -591,26 +568,45 @@ async fn execute(
                 return Ok(());
             };
             let kept: Vec<&String> = item.finalizers.iter().filter(|f| f != finalizer).collect();
-            let patch = Patch::Merge(serde_json::json!({
-                "metadata": {
-                    "resourceVersion": item.resource_version,
-                    "finalizers": if kept.is_empty() { serde_json::Value::Null } else { serde_json::json!(kept) },
-                }
-            }));
-            match dynamic(client, item)
-                .patch(&item.name, &PatchParams::default(), &patch)
-                .await
-            {
-                Ok(_) => tracing::info!(
+            if patch_list(client, item, "finalizers", &kept).await? {
+                tracing::info!(
                     kind = item.info.kind, namespace = ?item.namespace, name = %item.name,
                     %finalizer, "removed finalizer"
-                ),
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
+                );
             }
         }
     }
     Ok(())
+}
+
+/// Sets the list `metadata.<field>` of `item` to `kept` (removing the field when empty), on the
+/// version the graph knows. Returns false when the object changed or went meanwhile: then the
+/// next event decides again.
+async fn patch_list<T: Serialize>(
+    client: &Client,
+    item: &Item,
+    field: &str,
+    kept: &[T],
+) -> Result<bool, ControllerError> {
+    let value = if kept.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(kept)
+    };
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {
+            "resourceVersion": item.resource_version,
+            field: value,
+        }
+    }));
+    match dynamic(client, item)
+        .patch(&item.name, &PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

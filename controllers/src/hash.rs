@@ -87,10 +87,7 @@ mod tests {
     use super::*;
 
     fn template(json: Value) -> PodTemplateSpec {
-        match serde_json::from_value(json) {
-            Ok(t) => t,
-            Err(e) => panic!("{e}"),
-        }
+        crate::testing::from(json)
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod hash;
 pub mod informer;
 pub mod nodelifecycle;
 pub mod replicaset;
+#[cfg(test)]
+mod testing;
 pub mod util;
 
 use api::client::ClientError;

@@ -6,18 +6,23 @@
 
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::watch;
 
 use api::apps::{ReplicaSet, ReplicaSetStatus};
-use api::client::{Api, Client, ClientError, DeleteParams, Patch, PatchParams, PostParams};
+use api::client::{
+    Api, Client, ClientError, DeleteParams, ListParams, Patch, PatchParams, PostParams,
+};
 use api::core::Pod;
 use api::meta::ObjectMeta;
 use api::selector::LabelSelector;
 
-use crate::util::{self, Change, Expectations, Store, WorkQueue};
+use crate::events::{object_reference, EventType, Recorder};
+use crate::informer::{Change, Informer, Store};
+use crate::util::{self, Expectations, Reconciler, WorkQueue};
 use crate::ControllerError;
 
 /// The component name in Events.
@@ -199,91 +204,46 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
 }
 
 /// Runs the controller until `shutdown` turns true.
-pub async fn run(
-    client: Client,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ControllerError> {
-    let controller = Arc::new(Controller {
-        client: client.clone(),
-        sets: Store::default(),
-        pods: Store::default(),
-        queue: WorkQueue::new(),
-        expectations: Expectations::default(),
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let c = controller.clone();
-        tasks.spawn(util::reflect(
-            client.clone(),
-            c.sets.clone(),
+pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), ControllerError> {
+    let queue = WorkQueue::new();
+    let expectations = Expectations::default();
+    let sets = {
+        let (queue, expectations) = (queue.clone(), expectations.clone());
+        Informer::spawn_with(
+            Api::<ReplicaSet>::all(client.clone()),
+            ListParams::default(),
+            shutdown.clone(),
             move |change| {
-                let rs = match &change {
-                    Change::Applied { new, .. } => new,
-                    Change::Deleted(old) => old,
-                };
+                let key = util::key_of(&change.object().metadata);
                 if let Change::Deleted(_) = change {
-                    c.expectations.forget(&util::key_of(&rs.metadata));
+                    expectations.forget(&key);
                 }
-                c.queue.add(&util::key_of(&rs.metadata));
+                queue.add(&key);
             },
-        ));
-    }
-    {
-        let c = controller.clone();
-        tasks.spawn(util::reflect(
-            client.clone(),
-            c.pods.clone(),
-            move |change| c.pod_changed(change),
-        ));
-    }
-    {
-        let c = controller.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(util::RESYNC_PERIOD);
-            loop {
-                tick.tick().await;
-                for key in c.sets.keys() {
-                    c.queue.add(&key);
-                }
-            }
-        });
-    }
-    for _ in 0..WORKERS {
-        let c = controller.clone();
-        tasks.spawn(async move {
-            loop {
-                let key = c.queue.next().await;
-                if !(c.sets.is_synced() && c.pods.is_synced()) {
-                    // Acting on a half-filled cache would create pods that already exist.
-                    c.queue.done(&key);
-                    c.queue
-                        .add_after(&key, std::time::Duration::from_millis(200));
-                    continue;
-                }
-                match c.sync(&key).await {
-                    Ok(()) => c.queue.forget(&key),
-                    Err(error) => {
-                        if error.is_conflict() {
-                            tracing::debug!(%key, "conflict; syncing again");
-                        } else {
-                            tracing::warn!(%key, %error, "cannot sync replica set; retrying");
-                        }
-                        c.queue.add_rate_limited(&key);
-                    }
-                }
-                c.queue.done(&key);
-            }
-        });
-    }
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        if shutdown.changed().await.is_err() {
-            break;
-        }
-    }
-    tasks.abort_all();
+        )
+    };
+    let pods = {
+        let watch = PodWatch {
+            sets: sets.store().clone(),
+            queue: queue.clone(),
+            expectations: expectations.clone(),
+        };
+        Informer::spawn_with(
+            Api::<Pod>::all(client.clone()),
+            ListParams::default(),
+            shutdown.clone(),
+            move |change| watch.changed(change),
+        )
+    };
+    let controller = Arc::new(Controller {
+        recorder: Recorder::new(client.clone(), COMPONENT),
+        client,
+        sets,
+        pods,
+        queue,
+        expectations,
+    });
+    util::run_workers(controller, WORKERS, shutdown).await;
     Ok(())
 }
 
@@ -291,24 +251,26 @@ const WORKERS: usize = 4;
 
 struct Controller {
     client: Client,
-    sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    recorder: Recorder,
+    sets: Informer<ReplicaSet>,
+    pods: Informer<Pod>,
     queue: WorkQueue,
     expectations: Expectations,
 }
 
-impl Controller {
+/// What the pod informer's hook needs: it runs on the informer's task, before the next change.
+struct PodWatch {
+    sets: Store<ReplicaSet>,
+    queue: WorkQueue,
+    expectations: Expectations,
+}
+
+impl PodWatch {
     /// Maps a pod change to the ReplicaSets to sync, and records observed expectations.
-    fn pod_changed(&self, change: Change<Pod>) {
-        let namespace_of = |p: &Pod| p.metadata.namespace.clone().unwrap_or_default();
-        let owner_key = |p: &Pod| {
-            util::controller_of(&p.metadata)
-                .filter(|o| o.kind == "ReplicaSet")
-                .map(|o| format!("{}/{}", namespace_of(p), o.name))
-        };
+    fn changed(&self, change: &Change<Pod>) {
         match change {
             Change::Applied { old, new } => {
-                let new_key = owner_key(&new);
+                let new_key = owner_key(new);
                 if let Some(key) = &new_key {
                     if old.is_none() {
                         self.expectations.creation_observed(key);
@@ -320,21 +282,21 @@ impl Controller {
                     self.queue.add(key);
                 } else {
                     // An orphan: any ReplicaSet whose selector matches may adopt it.
-                    self.queue_matching_sets(&new);
-                }
-                if let Some(old_key) = old.as_ref().and_then(owner_key) {
-                    if Some(&old_key) != new_key.as_ref() {
-                        self.queue.add(&old_key);
-                    }
+                    self.queue_matching_sets(new);
                 }
                 if let Some(old) = old {
+                    if let Some(old_key) = owner_key(old) {
+                        if Some(&old_key) != new_key.as_ref() {
+                            self.queue.add(&old_key);
+                        }
+                    }
                     if old.metadata.labels != new.metadata.labels {
-                        self.queue_matching_sets(&old);
+                        self.queue_matching_sets(old);
                     }
                 }
             }
             Change::Deleted(pod) => {
-                if let Some(key) = owner_key(&pod) {
+                if let Some(key) = owner_key(pod) {
                     self.expectations
                         .deletion_observed(&key, pod.metadata.name.as_deref().unwrap_or(""));
                     self.queue.add(&key);
@@ -346,7 +308,7 @@ impl Controller {
     fn queue_matching_sets(&self, pod: &Pod) {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
-        for rs in self.sets.in_namespace(&namespace) {
+        for rs in self.sets.list_namespace(&namespace) {
             let selector = rs
                 .spec
                 .as_ref()
@@ -359,26 +321,54 @@ impl Controller {
             }
         }
     }
+}
 
-    async fn sync(&self, key: &str) -> Result<(), ClientError> {
-        let Some(rs) = self.sets.get(key) else {
+/// The queue key of the ReplicaSet controlling `pod`, if one does.
+fn owner_key(pod: &Pod) -> Option<String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    util::controller_of(&pod.metadata)
+        .filter(|o| o.kind == "ReplicaSet")
+        .map(|o| format!("{namespace}/{}", o.name))
+}
+
+impl Reconciler for Controller {
+    const WHAT: &'static str = "replica set";
+
+    fn queue(&self) -> &WorkQueue {
+        &self.queue
+    }
+
+    fn synced(&self) -> bool {
+        self.sets.is_synced() && self.pods.is_synced()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let sets = self.sets.store().list();
+        sets.iter().map(|rs| util::key_of(&rs.metadata)).collect()
+    }
+
+    async fn sync(&self, key: &str) -> Result<Option<Duration>, ClientError> {
+        let Some(rs) = self.sets.store().get(&util::object_key(key)) else {
             self.expectations.forget(key);
-            return Ok(());
+            return Ok(None);
         };
         let (namespace, name) = util::split_key(key);
-        let pods = self.pods.in_namespace(namespace);
+        let pods = util::owned(self.pods.store().list_namespace(namespace));
         let manage = self.expectations.satisfied(key);
         let plan = match plan(&rs, &pods, Timestamp::now(), manage) {
             Ok(plan) => plan,
             Err(error) => {
                 // Retrying cannot help until the user fixes the object, which queues it again.
                 tracing::warn!(%key, %error, "not syncing replica set");
-                return Ok(());
+                return Ok(None);
             }
         };
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let owner = util::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
-        for pod_name in &plan.adopt {
+        let rs_ref = object_reference("apps/v1", "ReplicaSet", &rs.metadata);
+        let claims = plan.adopt.iter().map(|p| (p, true));
+        let releases = plan.release.iter().map(|p| (p, false));
+        for (pod_name, adopt) in claims.chain(releases) {
             let Some(pod) = pods
                 .iter()
                 .find(|p| p.metadata.name.as_deref() == Some(pod_name))
@@ -386,38 +376,17 @@ impl Controller {
                 continue;
             };
             let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(owner.clone());
+            if adopt {
+                tracing::info!(%key, pod = %pod_name, "adopting pod");
+                refs.push(owner.clone());
+            } else {
+                tracing::info!(%key, pod = %pod_name, "releasing pod that no longer matches");
+                refs.retain(|r| r.uid != owner.uid);
+            }
             let patch = json!({"metadata": {
                 "ownerReferences": refs,
                 "resourceVersion": pod.metadata.resource_version,
             }});
-            tracing::info!(%key, pod = %pod_name, "adopting pod");
-            ignore_not_found(
-                pod_api
-                    .patch(pod_name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await,
-            )?;
-        }
-        for pod_name in &plan.release {
-            let Some(pod) = pods
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(pod_name))
-            else {
-                continue;
-            };
-            let refs: Vec<_> = pod
-                .metadata
-                .owner_references
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| r.uid != owner.uid)
-                .collect();
-            let patch = json!({"metadata": {
-                "ownerReferences": refs,
-                "resourceVersion": pod.metadata.resource_version,
-            }});
-            tracing::info!(%key, pod = %pod_name, "releasing pod that no longer matches");
             ignore_not_found(
                 pod_api
                     .patch(pod_name, &PatchParams::default(), &Patch::Merge(patch))
@@ -440,28 +409,26 @@ impl Controller {
                         Ok(pod) => {
                             created += 1;
                             let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                            util::record_event(
-                                &self.client,
-                                COMPONENT,
-                                util::object_ref("apps/v1", "ReplicaSet", &rs.metadata),
-                                "Normal",
-                                "SuccessfulCreate",
-                                format!("Created pod: {pod_name}"),
-                            )
-                            .await;
+                            self.recorder
+                                .record(
+                                    &rs_ref,
+                                    EventType::Normal,
+                                    "SuccessfulCreate",
+                                    &format!("Created pod: {pod_name}"),
+                                )
+                                .await;
                         }
                         Err(error) => {
                             failed = true;
                             self.expectations.creation_observed(key);
-                            util::record_event(
-                                &self.client,
-                                COMPONENT,
-                                util::object_ref("apps/v1", "ReplicaSet", &rs.metadata),
-                                "Warning",
-                                "FailedCreate",
-                                format!("Error creating: {error}"),
-                            )
-                            .await;
+                            self.recorder
+                                .record(
+                                    &rs_ref,
+                                    EventType::Warning,
+                                    "FailedCreate",
+                                    &format!("Error creating: {error}"),
+                                )
+                                .await;
                             first_error.get_or_insert(error);
                         }
                     }
@@ -483,22 +450,20 @@ impl Controller {
             for pod_name in &plan.delete {
                 match pod_api.delete(pod_name, &DeleteParams::default()).await {
                     Ok(_) => {
-                        util::record_event(
-                            &self.client,
-                            COMPONENT,
-                            util::object_ref("apps/v1", "ReplicaSet", &rs.metadata),
-                            "Normal",
-                            "SuccessfulDelete",
-                            format!("Deleted pod: {pod_name}"),
-                        )
-                        .await;
-                    }
-                    Err(error) if error.is_not_found() => {
-                        self.expectations.deletion_observed(key, pod_name);
+                        self.recorder
+                            .record(
+                                &rs_ref,
+                                EventType::Normal,
+                                "SuccessfulDelete",
+                                &format!("Deleted pod: {pod_name}"),
+                            )
+                            .await;
                     }
                     Err(error) => {
                         self.expectations.deletion_observed(key, pod_name);
-                        first_error.get_or_insert(error);
+                        if !error.is_not_found() {
+                            first_error.get_or_insert(error);
+                        }
                     }
                 }
             }
@@ -512,13 +477,16 @@ impl Controller {
                 .await
             {
                 Ok(updated) => {
-                    self.sets.insert(key.to_string(), updated);
+                    self.sets.store().apply(Arc::new(updated));
                 }
                 Err(error) if error.is_not_found() => {}
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
             }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         // Availability turns true minReadySeconds after readiness with no event to say so.
         let min_ready = rs
@@ -527,15 +495,11 @@ impl Controller {
             .and_then(|s| s.min_ready_seconds)
             .unwrap_or(0);
         if min_ready > 0 && plan.status.ready_replicas != plan.status.available_replicas {
-            self.queue.add_after(
-                key,
-                std::time::Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)),
-            );
+            return Ok(Some(Duration::from_secs(
+                u64::try_from(min_ready).unwrap_or(1),
+            )));
         }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        Ok(None)
     }
 }
 
@@ -550,22 +514,13 @@ fn ignore_not_found<T>(result: Result<T, ClientError>) -> Result<(), ClientError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{from, merge, time};
     use serde_json::Value;
 
     const UID: &str = "rs-uid";
 
     fn now() -> Timestamp {
-        match "2026-01-01T00:10:00Z".parse() {
-            Ok(t) => t,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
-        match serde_json::from_value(v) {
-            Ok(t) => t,
-            Err(e) => panic!("{e}"),
-        }
+        time("2026-01-01T00:10:00Z")
     }
 
     fn rs(replicas: i32) -> ReplicaSet {
@@ -601,21 +556,6 @@ mod tests {
         }
         merge(&mut v, extra);
         from(v)
-    }
-
-    fn merge(base: &mut Value, extra: Value) {
-        match (base, extra) {
-            (Value::Object(b), Value::Object(e)) => {
-                for (k, v) in e {
-                    if v.is_null() {
-                        b.remove(&k);
-                    } else {
-                        merge(b.entry(k).or_insert(Value::Null), v);
-                    }
-                }
-            }
-            (b, e) => *b = e,
-        }
     }
 
     fn check_plan(rs: &ReplicaSet, pods: &[Pod], manage: bool) -> Plan {

@@ -1,25 +1,24 @@
 //! What the ReplicaSet and Deployment controllers share: a de-duplicating work queue with
-//! per-key back-off, a watched cache of objects, creation/deletion expectations, pod readiness
-//! and availability, owner references, slow-start batches, and Event recording.
+//! per-key back-off and the workers that drain it ([`run_workers`]), creation/deletion
+//! expectations, pod readiness and availability, owner references and slow-start batches.
+//! Their caches are [`crate::informer`]s and their Events go through [`crate::events`].
 //!
 //! Written here rather than taken from kube-runtime because the API client is Flotilla's own;
 //! the shapes follow kube-runtime's and client-go's workqueue.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use jiff::Timestamp;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
-use api::client::watcher::{watcher, Event as WatchedEvent};
-use api::client::{Api, Client, ListParams, PostParams};
-use api::core::{Event, EventSource, ObjectReference, Pod};
+use api::client::ClientError;
+use api::core::Pod;
 use api::meta::{ObjectMeta, OwnerReference, Time};
+
+use crate::informer::ObjectKey;
 
 /// How often every object is queued again, repairing whatever a missed event left behind.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -42,6 +41,100 @@ pub fn key_of(meta: &ObjectMeta) -> String {
 /// Splits a `namespace/name` key.
 pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
+}
+
+/// The cache key of a `namespace/name` queue key.
+pub fn object_key(key: &str) -> ObjectKey {
+    let (namespace, name) = split_key(key);
+    ObjectKey::new(namespace, name)
+}
+
+/// A controller whose work is the keys of a [`WorkQueue`], driven by [`run_workers`].
+pub trait Reconciler: Send + Sync + 'static {
+    /// What it reconciles, for logs (e.g. "replica set").
+    const WHAT: &'static str;
+
+    fn queue(&self) -> &WorkQueue;
+
+    /// Whether every cache the controller reads has had its first complete list.
+    fn synced(&self) -> bool;
+
+    /// Every key there is, queued again each [`RESYNC_PERIOD`].
+    fn keys(&self) -> Vec<String>;
+
+    /// Brings one object to its desired state. `Ok(Some(after))` asks to look again after
+    /// `after` even if nothing changes (minReadySeconds, progress deadlines).
+    fn sync(&self, key: &str)
+        -> impl Future<Output = Result<Option<Duration>, ClientError>> + Send;
+}
+
+/// Runs `workers` tasks that take keys from the reconciler's queue and sync them, and a task
+/// that queues every key each [`RESYNC_PERIOD`], until `shutdown` turns true (or its sender is
+/// dropped). A key whose sync fails is queued again with back-off; one that succeeds has its
+/// failures forgotten.
+pub async fn run_workers<R: Reconciler>(
+    reconciler: Arc<R>,
+    workers: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let r = reconciler.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(RESYNC_PERIOD);
+            loop {
+                tick.tick().await;
+                for key in r.keys() {
+                    r.queue().add(&key);
+                }
+            }
+        });
+    }
+    for _ in 0..workers {
+        let r = reconciler.clone();
+        tasks.spawn(async move {
+            loop {
+                let queue = r.queue();
+                let key = queue.next().await;
+                if !r.synced() {
+                    // Acting on a half-filled cache would create objects that already exist.
+                    queue.done(&key);
+                    queue.add_after(&key, Duration::from_millis(200));
+                    continue;
+                }
+                match r.sync(&key).await {
+                    Ok(requeue) => {
+                        queue.forget(&key);
+                        if let Some(after) = requeue {
+                            queue.add_after(&key, after);
+                        }
+                    }
+                    Err(error) => {
+                        // A write that raced another (stale resourceVersion, a name taken
+                        // meanwhile) is normal: the next sync sees the newer state.
+                        if error.is_conflict() || error.is_already_exists() {
+                            tracing::debug!(%key, %error, "write raced; syncing {} again", R::WHAT);
+                        } else {
+                            tracing::warn!(%key, %error, "cannot sync {}; retrying", R::WHAT);
+                        }
+                        queue.add_rate_limited(&key);
+                    }
+                }
+                queue.done(&key);
+            }
+        });
+    }
+    // Err: the sender is gone, which also means stop.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    tasks.abort_all();
+}
+
+/// The objects of a cache listing, as owned values for the pure planners.
+pub fn owned<K: Clone>(objects: Vec<Arc<K>>) -> Vec<K> {
+    objects
+        .into_iter()
+        .map(|object| (*object).clone())
+        .collect()
 }
 
 /// A queue of keys: a key queued while already queued is queued once; a key being worked on
@@ -154,126 +247,6 @@ pub fn backoff(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(20);
     let millis = 5u64.saturating_mul(1u64 << exponent);
     Duration::from_millis(millis).min(Duration::from_secs(30))
-}
-
-/// A cache of objects kept up to date by a watcher, keyed by `namespace/name`.
-pub struct Store<K> {
-    objects: Arc<Mutex<BTreeMap<String, K>>>,
-    synced: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<K> Clone for Store<K> {
-    fn clone(&self) -> Self {
-        Store {
-            objects: self.objects.clone(),
-            synced: self.synced.clone(),
-        }
-    }
-}
-
-impl<K: Clone> Default for Store<K> {
-    fn default() -> Self {
-        Store {
-            objects: Arc::new(Mutex::new(BTreeMap::new())),
-            synced: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        }
-    }
-}
-
-impl<K: Clone> Store<K> {
-    pub fn get(&self, key: &str) -> Option<K> {
-        lock(&self.objects).get(key).cloned()
-    }
-
-    /// The objects of one namespace.
-    pub fn in_namespace(&self, namespace: &str) -> Vec<K> {
-        let prefix = format!("{namespace}/");
-        lock(&self.objects)
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    pub fn keys(&self) -> Vec<String> {
-        lock(&self.objects).keys().cloned().collect()
-    }
-
-    pub fn insert(&self, key: String, object: K) -> Option<K> {
-        lock(&self.objects).insert(key, object)
-    }
-
-    pub fn remove(&self, key: &str) -> Option<K> {
-        lock(&self.objects).remove(key)
-    }
-
-    /// Replaces everything (a fresh list); returns the objects that were there before.
-    pub fn replace(&self, objects: BTreeMap<String, K>) -> BTreeMap<String, K> {
-        let mut guard = lock(&self.objects);
-        self.synced.store(true, Ordering::SeqCst);
-        std::mem::replace(&mut *guard, objects)
-    }
-
-    /// True once the first full list has arrived.
-    pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
-    }
-}
-
-/// What a watched change did to one object, for the controller to map to keys to queue.
-pub enum Change<K> {
-    /// The object is new, or changed (`old` is what the cache held before).
-    Applied {
-        old: Option<K>,
-        new: K,
-    },
-    Deleted(K),
-}
-
-/// Watches all objects of kind `K` in every namespace into `store`, calling `on_change` for
-/// each change (a re-list reports each object as applied and each vanished one as deleted).
-/// Runs until the task is dropped; errors are logged and the watcher retries by itself.
-pub async fn reflect<K, F>(client: Client, store: Store<K>, mut on_change: F)
-where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = ObjectMeta>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Send
-        + 'static,
-    F: FnMut(Change<K>) + Send,
-{
-    let mut events = watcher(Api::<K>::all(client), ListParams::default());
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(WatchedEvent::Restarted(items)) => {
-                let fresh: BTreeMap<String, K> = items
-                    .into_iter()
-                    .map(|o| (key_of(o.metadata()), o))
-                    .collect();
-                let mut old = store.replace(fresh.clone());
-                for (key, new) in fresh {
-                    let old = old.remove(&key);
-                    on_change(Change::Applied { old, new });
-                }
-                for (_, gone) in old {
-                    on_change(Change::Deleted(gone));
-                }
-            }
-            Ok(WatchedEvent::Applied(object)) => {
-                let old = store.insert(key_of(object.metadata()), object.clone());
-                on_change(Change::Applied { old, new: object });
-            }
-            Ok(WatchedEvent::Deleted(object)) => {
-                store.remove(&key_of(object.metadata()));
-                on_change(Change::Deleted(object));
-            }
-            Err(error) => {
-                tracing::warn!(kind = K::KIND, %error, "watch failed; the watcher retries");
-            }
-        }
-    }
 }
 
 /// Counts of creations and deletions a controller has asked for and not yet seen through its
@@ -423,73 +396,6 @@ pub fn restart_count(pod: &Pod) -> i32 {
         .sum()
 }
 
-/// Records a core/v1 Event about `object`. Failures are logged, never returned: an event is
-/// a courtesy to the user and must not stop a reconcile.
-pub async fn record_event(
-    client: &Client,
-    component: &str,
-    object: ObjectReference,
-    type_: &str,
-    reason: &str,
-    message: String,
-) {
-    let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
-    let now = Time(Timestamp::now());
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{}",
-                object.name.as_deref().unwrap_or("object"),
-                unique_suffix()
-            )),
-            namespace: Some(namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: object,
-        reason: Some(reason.to_string()),
-        message: Some(message),
-        type_: Some(type_.to_string()),
-        source: Some(EventSource {
-            component: Some(component.to_string()),
-            host: None,
-        }),
-        reporting_component: Some(component.to_string()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        ..Event::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(error) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(%error, reason, "cannot record event");
-    }
-}
-
-/// An object reference for events.
-pub fn object_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(api_version.to_string()),
-        kind: Some(kind.to_string()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        field_path: None,
-    }
-}
-
-/// 16 hex digits, different for every call in this process and across restarts.
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = Timestamp::now().as_nanosecond();
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Truncating to 64 bits keeps the changing low part of the clock.
-    format!(
-        "{:016x}",
-        (nanos as u64).wrapping_add(count.wrapping_mul(0x9e37_79b9))
-    )
-}
-
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: the caches and queues
 /// hold no invariant that a half-finished update can break.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -501,6 +407,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{from, time};
 
     #[test]
     fn slow_start_doubles() {
@@ -534,6 +441,74 @@ mod tests {
         assert_eq!(queue.next().await, "ns/a");
     }
 
+    /// A reconciler that records its syncs and fails the first one with a conflict.
+    struct Fake {
+        queue: WorkQueue,
+        synced: std::sync::atomic::AtomicBool,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Reconciler for Fake {
+        const WHAT: &'static str = "fake";
+
+        fn queue(&self) -> &WorkQueue {
+            &self.queue
+        }
+
+        fn synced(&self) -> bool {
+            self.synced.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn keys(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        async fn sync(&self, key: &str) -> Result<Option<Duration>, ClientError> {
+            let first = {
+                let mut calls = lock(&self.calls);
+                calls.push(key.to_string());
+                calls.len() == 1
+            };
+            if first {
+                return Err(ClientError::Api(Box::new(api::meta::Status {
+                    code: Some(409),
+                    reason: Some("Conflict".into()),
+                    ..api::meta::Status::default()
+                })));
+            }
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn workers_wait_for_the_caches_and_retry_failed_keys() {
+        let fake = Arc::new(Fake {
+            queue: WorkQueue::new(),
+            synced: std::sync::atomic::AtomicBool::new(false),
+            calls: Mutex::new(Vec::new()),
+        });
+        let (stop, shutdown) = watch::channel(false);
+        let workers = tokio::spawn(run_workers(fake.clone(), 2, shutdown));
+        fake.queue.add("ns/a");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            lock(&fake.calls).is_empty(),
+            "synced before the caches were"
+        );
+        fake.synced.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&fake.calls).len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Failed once (queued again with back-off), then succeeded and was not queued again.
+        assert_eq!(*lock(&fake.calls), ["ns/a", "ns/a"]);
+        assert!(lock(&fake.queue.state).failures.is_empty());
+        let _ = stop.send(true);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), workers).await;
+        assert!(matches!(stopped, Ok(Ok(()))), "workers stop on shutdown");
+    }
+
     #[test]
     fn expectations_hold_until_observed() {
         let e = Expectations::default();
@@ -550,20 +525,10 @@ mod tests {
         assert!(e.satisfied_at("ns/rs", later));
     }
 
-    fn pod(json: serde_json::Value) -> Pod {
-        match serde_json::from_value(json) {
-            Ok(p) => p,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     #[test]
     fn availability_needs_min_ready_seconds() {
-        let now: Timestamp = match "2026-01-01T00:01:00Z".parse() {
-            Ok(t) => t,
-            Err(e) => panic!("{e}"),
-        };
-        let ready = pod(
+        let now = time("2026-01-01T00:01:00Z");
+        let ready = from::<Pod>(
             serde_json::json!({"status": {"phase": "Running", "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:30Z"}]}}),
         );
@@ -571,14 +536,15 @@ mod tests {
         assert!(pod_is_available(&ready, 0, now));
         assert!(pod_is_available(&ready, 30, now));
         assert!(!pod_is_available(&ready, 31, now));
-        let not_ready = pod(serde_json::json!({"status": {"conditions": [
+        let not_ready = from::<Pod>(serde_json::json!({"status": {"conditions": [
             {"type": "Ready", "status": "False"}]}}));
         assert!(!pod_is_available(&not_ready, 0, now));
-        let finished = pod(serde_json::json!({"status": {"phase": "Succeeded"}}));
+        let finished = from::<Pod>(serde_json::json!({"status": {"phase": "Succeeded"}}));
         assert!(!pod_is_active(&finished));
-        let deleting =
-            pod(serde_json::json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}));
+        let deleting = from::<Pod>(
+            serde_json::json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+        );
         assert!(!pod_is_active(&deleting));
-        assert!(pod_is_active(&pod(serde_json::json!({}))));
+        assert!(pod_is_active(&from::<Pod>(serde_json::json!({}))));
     }
 }
