@@ -233,6 +233,14 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand, after_help = "Examples:\n  ctl volume create data\n  ctl run -v data:/data busybox touch /data/x\n  ctl volume ls\n  ctl volume rm data")]
     Volume(crate::commands::containers::VolumeCommand),
+
+    /// Manage networks
+    #[command(subcommand, after_help = "Examples:\n  ctl network create backend\n  ctl run -d --name web --network backend busybox httpd -f\n  ctl run --rm --network backend busybox wget -q -O - http://web/\n  ctl network ls\n  ctl network rm backend")]
+    Network(crate::commands::network::NetworkCommand),
+
+    /// List port mappings or a specific mapping for the container
+    #[command(after_help = "Examples:\n  # Every published port of web\n  ctl port web\n\n  # Where container port 80/tcp is published\n  ctl port web 80")]
+    Port(crate::commands::network::PortArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -105,6 +105,8 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Inspect(args) => commands::containers::inspect(&cli.global, args, out),
         Command::Wait(args) => commands::containers::wait(&cli.global, args, out),
         Command::Volume(command) => commands::containers::volume(&cli.global, command, out),
+        Command::Network(command) => commands::network::run(&cli.global, command, out),
+        Command::Port(args) => commands::network::port(&cli.global, args, out),
     }
 }
 

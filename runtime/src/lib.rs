@@ -14,6 +14,8 @@
 //!   the `.dockerignore` matcher; pure, no execution.
 //! - [`cgroups`]: resource limits through cgroups v1 and v2.
 //! - [`container`]: the container lifecycle and the process setup that executes a spec.
+//! - [`network`]: rtnetlink links and routes, address allocation, nftables tables, and the
+//!   docker-like bridge networks of `ctl run`.
 //!
 //! **This crate never talks to the apiserver.**
 
@@ -22,6 +24,7 @@ pub mod cgroups;
 pub mod container;
 pub mod image;
 pub mod layer;
+pub mod network;
 pub mod reference;
 pub mod registry;
 pub mod spec;

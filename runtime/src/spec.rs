@@ -119,7 +119,7 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// The network a container joins. Only the modes that need no virtual network exist for now.
+/// The network a container joins.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
@@ -131,6 +131,9 @@ pub enum NetworkMode {
     /// The network namespace bind-mounted at this path (`ip netns` style): the node agent's pod
     /// sandbox, shared by all containers of a pod. Whoever made it sets up its interfaces.
     Join(PathBuf),
+    /// A bridge network of `ctl` by name (`bridge`, docker's default, or a user network): the
+    /// runtime connects the container when it starts (see [`crate::network::docker`]).
+    Network(String),
 }
 
 /// The `docker run` options that shape a container, already split into fields (the CLI parses
@@ -198,6 +201,9 @@ pub struct ContainerSpec {
     pub interactive: bool,
     pub auto_remove: bool,
     pub privileged: bool,
+    /// Ports published on the host (`-p`), for a container on a bridge network.
+    #[serde(default)]
+    pub ports: Vec<crate::network::ports::PortSpec>,
 }
 
 /// One mount in the container, applied in order after the root filesystem.
@@ -289,7 +295,7 @@ pub enum SpecError {
     #[error("invalid signal: {0}: use a name like SIGTERM or TERM, or a number from 1 to 64")]
     InvalidSignal(String),
     #[error(
-        "network \"{0}\" is not supported yet: the bridge and user-defined networks come with the networking work; use --network none or --network host"
+        "invalid network \"{0}\": use bridge, host, none, or the name of a network from `ctl network ls`"
     )]
     UnsupportedNetwork(String),
     #[error("invalid environment variable '{0}': {1}")]
@@ -314,9 +320,20 @@ impl FromStr for NetworkMode {
             "host" => Ok(NetworkMode::Host),
             // `ns:/run/netns/NAME`, podman's spelling for joining a bind-mounted namespace.
             other if other.starts_with("ns:/") => Ok(NetworkMode::Join(PathBuf::from(&other[3..]))),
+            // docker's `default` is its bridge network.
+            "bridge" | "default" => Ok(NetworkMode::Network("bridge".to_string())),
+            // Whether the network exists is checked when the container is created.
+            name if valid_network_name(name) => Ok(NetworkMode::Network(name.to_string())),
             other => Err(SpecError::UnsupportedNetwork(other.to_string())),
         }
     }
+}
+
+/// Docker's rule for network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn valid_network_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 impl fmt::Display for NetworkMode {
@@ -325,6 +342,7 @@ impl fmt::Display for NetworkMode {
             NetworkMode::None => f.write_str("none"),
             NetworkMode::Host => f.write_str("host"),
             NetworkMode::Join(path) => write!(f, "ns:{}", path.display()),
+            NetworkMode::Network(name) => f.write_str(name),
         }
     }
 }
@@ -382,7 +400,7 @@ pub fn build_spec(
             // Docker gives a container on the host's network the host's name.
             match opts.network {
                 NetworkMode::Host => host_hostname().unwrap_or(short),
-                NetworkMode::None | NetworkMode::Join(_) => short,
+                NetworkMode::None | NetworkMode::Join(_) | NetworkMode::Network(_) => short,
             }
         }
     };
@@ -487,6 +505,7 @@ pub fn build_spec(
         interactive: opts.interactive,
         auto_remove: opts.auto_remove,
         privileged: opts.privileged,
+        ports: Vec::new(),
     };
     spec.validate()?;
     Ok(spec)
@@ -2043,13 +2062,17 @@ mod tests {
             "host".parse::<NetworkMode>().expect("host"),
             NetworkMode::Host
         );
-        for other in ["bridge", "mynet", "container:abc", ""] {
-            let err = other.parse::<NetworkMode>().expect_err(other).to_string();
-            assert!(
-                err.contains("bridge") && err.contains("networking work"),
-                "{err}"
+        for (text, name) in [("bridge", "bridge"), ("default", "bridge"), ("my-net.1", "my-net.1")] {
+            assert_eq!(
+                text.parse::<NetworkMode>().expect(text),
+                NetworkMode::Network(name.into())
             );
         }
+        for other in ["container:abc", "", "-x", "a/b"] {
+            let err = other.parse::<NetworkMode>().expect_err(other).to_string();
+            assert!(err.contains("invalid network") && err.contains("ctl network ls"), "{err}");
+        }
+        assert_eq!(NetworkMode::Network("mynet".into()).to_string(), "mynet");
         assert_eq!(NetworkMode::Host.to_string(), "host");
         let joined = "ns:/run/flotilla/netns/u1".parse::<NetworkMode>().expect("ns:");
         assert_eq!(joined, NetworkMode::Join(PathBuf::from("/run/flotilla/netns/u1")));

@@ -48,7 +48,7 @@ fn runtime_error(error: ContainerError) -> anyhow::Error {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  # Run a command and see its output\n  ctl run --rm busybox echo hello\n\n  # Run a server in the background with a memory limit\n  ctl run -d --name web --memory 256m nginx")]
+#[command(after_help = "Examples:\n  # Run a command and see its output\n  ctl run --rm busybox echo hello\n\n  # Run a server in the background with a memory limit\n  ctl run -d --name web --memory 256m nginx\n\n  # Publish container port 80 on host port 8080, on a user network\n  ctl network create backend\n  ctl run -d --name web --network backend -p 8080:80 nginx")]
 pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
@@ -92,9 +92,12 @@ pub struct RunArgs {
     /// Container host name
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Connect a container to a network: none or host
-    #[arg(long = "network", alias = "net", default_value = "none")]
+    /// Connect a container to a network: bridge (the default), host, none, or a network from `ctl network ls`
+    #[arg(long = "network", alias = "net", default_value = "bridge")]
     pub network: String,
+    /// Publish a container's port to the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a random one)
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
     /// Give extended privileges to this container
     #[arg(long)]
     pub privileged: bool,
@@ -262,7 +265,14 @@ fn open(global: &GlobalArgs) -> anyhow::Result<Runtime> {
 pub fn run(global: &GlobalArgs, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let rt = open(global)?;
     let opts = run_options(args).map_err(|e| exit(125, Some(format!("ctl: {e:#}"))))?;
+    let publish = publish_specs(&args.publish, &opts.network).map_err(|e| exit(125, Some(format!("ctl: {e:#}"))))?;
     let id = rt.create(&args.image, &opts).map_err(runtime_error)?;
+    if !publish.is_empty() {
+        if let Err(error) = runtime::network::docker::set_published_ports(rt.root(), &id, &publish) {
+            let _ = rt.remove(&id, true);
+            return Err(runtime_error(error));
+        }
+    }
     if args.detach {
         drop(rt.start(&id, &StartOptions::default()).map_err(runtime_error)?);
         writeln!(out, "{id}")?;
@@ -358,6 +368,12 @@ fn stream_to_exit(
     }
 }
 
+/// `-p` values, parsed and checked against the network mode before anything is created.
+fn publish_specs(publish: &[String], network: &NetworkMode) -> anyhow::Result<Vec<runtime::network::ports::PortSpec>> {
+    let specs = publish.iter().map(|p| runtime::network::ports::parse_publish(p)).collect::<Result<Vec<_>, _>>()?;
+    Ok(runtime::network::docker::check_publish(network, &specs)?)
+}
+
 fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     let mut env = Vec::new();
     for file in &args.env_file {
@@ -422,7 +438,7 @@ pub fn ps(global: &GlobalArgs, args: &PsArgs, out: &mut dyn Write) -> anyhow::Re
             format!("\"{command}\""),
             format!("{} ago", crate::output::human_duration(now, c.created)),
             status_text(c, now),
-            String::new(),
+            runtime::network::ports::ports_column(&runtime::network::docker::published_ports(rt.root(), &c.id)),
             c.name.clone(),
         ]);
     }
@@ -720,7 +736,7 @@ fn ellipsis(s: &str, max: usize) -> String {
 }
 
 /// Columns padded to the widest cell plus three spaces, as docker's tabwriter prints them.
-fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> anyhow::Result<()> {
+pub(crate) fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> anyhow::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> =
         (0..columns).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();

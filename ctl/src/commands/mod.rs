@@ -8,6 +8,7 @@ pub mod containers;
 pub mod describe;
 pub mod get;
 pub mod images;
+pub mod network;
 pub mod registry;
 pub mod registry_serve;
 pub mod version;

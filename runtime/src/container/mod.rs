@@ -74,6 +74,8 @@ pub enum ContainerError {
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Network(#[from] crate::network::docker::NetworkError),
     #[error("cannot find flotilla-monitor next to {exe}, on PATH or in $FLOTILLA_MONITOR: install it beside ctl")]
     MonitorNotFound { exe: PathBuf },
     #[error("the monitor of container {id} failed: {detail}")]
@@ -216,6 +218,8 @@ impl Runtime {
         lowers: Vec<PathBuf>,
         opts: &RunOptions,
     ) -> Result<String, ContainerError> {
+        // An unknown network is refused before anything is made, as docker does.
+        crate::network::docker::check_mode(&self.root, &opts.network)?;
         let id = new_id();
         let name = match &opts.name {
             Some(name) => {
@@ -324,6 +328,29 @@ impl Runtime {
         st.boot_id = current_boot_id().unwrap_or_default();
         state::save(&dir, &st)?;
 
+        if let NetworkMode::Network(network) = &st.spec.network {
+            let attach = crate::network::docker::Attach {
+                id: &id,
+                name: &st.name,
+                hostname: &st.spec.hostname,
+                network,
+                ports: &st.spec.ports,
+            };
+            crate::network::docker::connect(&self.root, &attach)?;
+            let launched = self.launch_monitor(id.clone(), opts);
+            // The monitor disconnects the container when it ends; without one nobody would.
+            if launched.is_err() && !self.inspect(&id).is_ok_and(|s| s.status == Status::Running) {
+                if let Err(error) = crate::network::docker::disconnect(&self.root, &id) {
+                    tracing::warn!(%id, %error, "cannot disconnect a container that did not start");
+                }
+            }
+            return launched;
+        }
+        self.launch_monitor(id, opts)
+    }
+
+    /// Starts the container's monitor and waits until it reports the command started.
+    fn launch_monitor(&self, id: String, opts: &StartOptions) -> Result<Started, ContainerError> {
         let monitor = monitor_binary()?;
         let (events_r, events_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|source| ContainerError::Sys { what: "creating a pipe".into(), source })?;
@@ -504,6 +531,9 @@ impl Runtime {
         st.pid = 0;
         tracing::warn!(id = %id, "repairing the state of a container whose monitor died");
         remove_cgroup(&id);
+        if let Err(error) = crate::network::docker::disconnect(&self.root, &id) {
+            tracing::warn!(%id, %error, "cannot disconnect a container whose monitor died");
+        }
         state::save(&dir, &st)?;
         Ok(st)
     }
@@ -669,6 +699,8 @@ impl Runtime {
             crate::layer::rootfs::unmount(&rootfs)?;
         }
         remove_cgroup(id);
+        // The veth and rules died with the boot; addresses, endpoints and hosts entries remain.
+        crate::network::docker::disconnect(&self.root, id)?;
         let removing = st.status == Status::Removing;
         if matches!(st.status, Status::Running | Status::Removing) {
             match state::read_json::<ExitRecord>(&dir.join("exit.json")) {
@@ -770,6 +802,7 @@ fn read_event(reader: &mut BufReader<fs::File>) -> Option<MonitorEvent> {
 
 /// Unmounts, un-cgroups and deletes a container; also used by the monitor for `--rm`.
 pub(crate) fn remove_files(root: &Path, id: &str, name: Option<&str>) -> Result<(), ContainerError> {
+    crate::network::docker::disconnect(root, id)?;
     let dir = root.join("containers").join(id);
     let rootfs = dir.join("rootfs");
     if is_mount_point(&rootfs) {

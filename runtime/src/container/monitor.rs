@@ -86,7 +86,15 @@ fn run(root: &Path, id: &str, dir: &Path, events: &mut Option<fs::File>) -> Resu
         stale.remove().map_err(|e| e.to_string())?;
     }
     let cgroup = Cgroup::create(&driver, id, &st.spec.resources).map_err(|e| e.to_string())?;
-    match start_and_relay(dir, &mut st, &cgroup, &etc, events) {
+    let netns = crate::network::docker::netns_path(root, id);
+    let ran = start_and_relay(dir, &mut st, &cgroup, &etc, &netns, events);
+    // Before the exit is recorded, so whoever waits for it finds the network gone too.
+    if let NetworkMode::Network(_) = &st.spec.network {
+        if let Err(error) = crate::network::docker::disconnect(root, id) {
+            tracing::warn!(%id, %error, "cannot disconnect the container from its network");
+        }
+    }
+    match ran {
         Ok(exit) => finish(root, dir, id, cgroup, exit, events),
         Err(message) => {
             let _ = cgroup.remove();
@@ -108,6 +116,7 @@ fn start_and_relay(
     st: &mut ContainerState,
     cgroup: &Cgroup,
     etc: &super::setup::EtcFiles,
+    netns: &Path,
     events: &mut Option<fs::File>,
 ) -> Result<Exit, String> {
     let mut log = fs::OpenOptions::new()
@@ -127,7 +136,11 @@ fn start_and_relay(
     let stdin_fd: RawFd = held_stdin.as_ref().map_or(0, |(r, _)| r.as_raw_fd());
 
     let rootfs = dir.join("rootfs");
-    let spec = st.spec.clone();
+    let mut spec = st.spec.clone();
+    if let NetworkMode::Network(_) = &spec.network {
+        // The runtime connected the container's namespace before starting this monitor.
+        spec.network = NetworkMode::Join(netns.to_path_buf());
+    }
     let spec_tty = spec.tty;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -434,6 +447,8 @@ fn write_etc_files(dir: &Path, st: &ContainerState) -> Result<super::setup::EtcF
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t{}\n",
             st.spec.hostname
         ),
+        // Written (and kept up to date) by the network code, which connected the container.
+        NetworkMode::Network(_) => return Ok(etc),
     };
     write_file(&etc.hosts, hosts.as_bytes())?;
     // Without a network nothing can be resolved anyway; the host's file keeps search domains.

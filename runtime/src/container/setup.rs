@@ -188,6 +188,11 @@ fn prepare(spec: &ContainerSpec, rootfs: &Path, etc: &EtcFiles) -> Result<(), Se
         (&etc.hosts, "/etc/hosts"),
         (&etc.resolv_conf, "/etc/resolv.conf"),
     ] {
+        // A mount the caller asked for at the same place wins (docker `-v f:/etc/hosts`, and the
+        // node agent's per-pod hosts and resolv.conf).
+        if spec.mounts.iter().any(|m| Path::new(&m.destination) == Path::new(dest)) {
+            continue;
+        }
         bind(file, &resolve_in_root(rootfs, dest), false)?;
     }
 

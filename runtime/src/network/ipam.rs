@@ -1,0 +1,216 @@
+//! IP address management: a file-backed allocator of IPv4 addresses from one subnet, each
+//! address owned by a string (a pod uid, a container id).
+//!
+//! The state is one JSON object `{"<ip>": "<owner>"}` written atomically (temporary file,
+//! fsync, rename), so a crash leaves either the old or the new allocation, never a torn file.
+//! Hand-written because the allocation rule is tiny (lowest free address, the subnet's first
+//! usable address reserved for the gateway) and CNI's host-local plugin is a separate binary.
+//! One process owns a file; callers serialise access (an `Ipam` is `&mut` to change).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub use ipnet::Ipv4Net;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("cannot read the address allocations {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the address allocations {path} are not valid JSON ({source}): fix or remove the file")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot write the address allocations {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("no free address left in {subnet} for {owner}: remove pods or containers to free addresses")]
+    Exhausted { subnet: Ipv4Net, owner: String },
+    #[error("subnet {0} is too small to allocate from: it needs at least a /30")]
+    TooSmall(Ipv4Net),
+}
+
+/// An allocator over one subnet, backed by a file.
+#[derive(Debug)]
+pub struct Ipam {
+    path: PathBuf,
+    subnet: Ipv4Net,
+    allocations: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Ipam {
+    /// Opens (or starts) the allocations in `path` for `subnet`. Entries outside the subnet
+    /// (left from an earlier subnet) are dropped on the next write.
+    pub fn open(path: &Path, subnet: Ipv4Net) -> Result<Self, IpamError> {
+        let subnet = subnet.trunc();
+        if subnet.prefix_len() > 30 {
+            return Err(IpamError::TooSmall(subnet));
+        }
+        let allocations = match fs::read(path) {
+            Ok(bytes) => {
+                let raw: BTreeMap<Ipv4Addr, String> = serde_json::from_slice(&bytes)
+                    .map_err(|source| IpamError::Parse { path: path.to_path_buf(), source })?;
+                raw.into_iter().filter(|(ip, _)| usable(subnet, *ip)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(IpamError::Read { path: path.to_path_buf(), source }),
+        };
+        Ok(Self { path: path.to_path_buf(), subnet, allocations })
+    }
+
+    /// The subnet addresses come from.
+    pub fn subnet(&self) -> Ipv4Net {
+        self.subnet
+    }
+
+    /// The gateway's address: the subnet's first usable address, never handed out.
+    pub fn gateway(&self) -> Ipv4Addr {
+        gateway(self.subnet)
+    }
+
+    /// The owner's address, allocating the lowest free one if it has none; idempotent.
+    pub fn allocate(&mut self, owner: &str) -> Result<Ipv4Addr, IpamError> {
+        if let Some(ip) = self.get(owner) {
+            return Ok(ip);
+        }
+        let ip = self
+            .subnet
+            .hosts()
+            .filter(|ip| *ip != self.gateway())
+            .find(|ip| !self.allocations.contains_key(ip))
+            .ok_or_else(|| IpamError::Exhausted { subnet: self.subnet, owner: owner.to_string() })?;
+        self.allocations.insert(ip, owner.to_string());
+        if let Err(e) = self.save() {
+            self.allocations.remove(&ip);
+            return Err(e);
+        }
+        Ok(ip)
+    }
+
+    /// Frees the owner's address; returns it, or `None` when the owner had none.
+    pub fn release(&mut self, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        let Some(ip) = self.get(owner) else { return Ok(None) };
+        self.allocations.remove(&ip);
+        self.save()?;
+        Ok(Some(ip))
+    }
+
+    /// Frees every address whose owner is not in `live`; returns what was freed.
+    pub fn release_missing(&mut self, live: &HashSet<String>) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
+        let gone: Vec<(Ipv4Addr, String)> =
+            self.allocations.iter().filter(|(_, owner)| !live.contains(*owner)).map(|(ip, o)| (*ip, o.clone())).collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        for (ip, _) in &gone {
+            self.allocations.remove(ip);
+        }
+        self.save()?;
+        Ok(gone)
+    }
+
+    /// The owner's address, if it has one.
+    pub fn get(&self, owner: &str) -> Option<Ipv4Addr> {
+        self.allocations.iter().find(|(_, o)| o.as_str() == owner).map(|(ip, _)| *ip)
+    }
+
+    /// Every allocation, address → owner.
+    pub fn allocations(&self) -> &BTreeMap<Ipv4Addr, String> {
+        &self.allocations
+    }
+
+    fn save(&self) -> Result<(), IpamError> {
+        let err = |source| IpamError::Write { path: self.path.clone(), source };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let bytes = serde_json::to_vec_pretty(&self.allocations).map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = fs::File::create(&tmp).map_err(err)?;
+        file.write_all(&bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+/// The gateway address of a subnet: its first usable address (`10.244.3.1` in `10.244.3.0/24`).
+pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
+    let base = u32::from(subnet.trunc().network());
+    Ipv4Addr::from(base.wrapping_add(1))
+}
+
+fn usable(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast() && ip != gateway(subnet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allocates_lowest_free_after_gateway_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network/ipam.json");
+        let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 244, 3, 1));
+        assert_eq!(ipam.allocate("a").unwrap(), Ipv4Addr::new(10, 244, 3, 2));
+        assert_eq!(ipam.allocate("b").unwrap(), Ipv4Addr::new(10, 244, 3, 3));
+        assert_eq!(ipam.allocate("a").unwrap(), Ipv4Addr::new(10, 244, 3, 2));
+        assert_eq!(ipam.release("a").unwrap(), Some(Ipv4Addr::new(10, 244, 3, 2)));
+        assert_eq!(ipam.release("a").unwrap(), None);
+        assert_eq!(ipam.allocate("c").unwrap(), Ipv4Addr::new(10, 244, 3, 2));
+    }
+
+    #[test]
+    fn survives_reopen_and_drops_entries_outside_the_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        ipam.allocate("a").unwrap();
+        ipam.allocate("b").unwrap();
+        let again = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        assert_eq!(again.get("b"), Some(Ipv4Addr::new(10, 244, 3, 3)));
+        let other = Ipam::open(&path, net("10.244.7.0/24")).unwrap();
+        assert!(other.allocations().is_empty());
+    }
+
+    #[test]
+    fn release_missing_frees_only_dead_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        for owner in ["a", "b", "c"] {
+            ipam.allocate(owner).unwrap();
+        }
+        let live: HashSet<String> = ["b".to_string()].into();
+        let freed = ipam.release_missing(&live).unwrap();
+        let owners: Vec<&str> = freed.iter().map(|(_, o)| o.as_str()).collect();
+        assert_eq!(owners, ["a", "c"]);
+        let reopened = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        assert_eq!(reopened.allocations().len(), 1);
+        assert_eq!(reopened.get("b"), Some(Ipv4Addr::new(10, 244, 3, 3)));
+    }
+
+    #[test]
+    fn exhaustion_is_an_error_and_small_subnets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        // A /30 has two usable addresses: the gateway and one more.
+        let mut ipam = Ipam::open(&path, net("10.0.0.0/30")).unwrap();
+        assert_eq!(ipam.allocate("a").unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert!(matches!(ipam.allocate("b"), Err(IpamError::Exhausted { .. })));
+        assert!(matches!(Ipam::open(&path, net("10.0.0.0/31")), Err(IpamError::TooSmall(_))));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        fs::write(&path, b"{not json").unwrap();
+        let err = Ipam::open(&path, net("10.244.0.0/24")).unwrap_err();
+        assert!(err.to_string().contains("ipam.json"), "{err}");
+    }
+}
