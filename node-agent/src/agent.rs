@@ -2,7 +2,9 @@
 //! the dispatcher that watches the pods bound to this node (plus a full list every resync
 //! period) and keeps one worker per pod (see [`crate::pods`]). After each complete list it
 //! removes what belongs to no listed pod: state directories, runtime containers and their
-//! sandboxes. Every minute it collects unused images when the disk fills up.
+//! sandboxes, and their addresses and veths. Every minute it collects unused images when the disk
+//! fills up. The pod network ([`crate::network`]) comes up in the background once the Node has a
+//! podCIDR; pods wait for it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::events::Recorder;
 use crate::join::{self, CredentialSource};
+use crate::network;
 use crate::node::{self, NodeConfig};
 use crate::pods::{self, PodContext};
 use crate::server;
@@ -67,6 +70,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let runtime_root = config.data_dir.join("runtime");
     let runtime = Runtime::open(&runtime_root).map_err(|source| AgentError::Runtime { path: runtime_root.clone(), source })?;
 
+    let (network_slot, network) = watch::channel(None);
     let ctx = Arc::new(PodContext {
         client: client.clone(),
         runtime: runtime.clone(),
@@ -76,6 +80,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         node_ip: config.node.ip.clone(),
         resync: config.resync,
         image_last_used: Mutex::new(HashMap::new()),
+        network,
     });
 
     let listener = server::bind(config.listen).await?;
@@ -90,6 +95,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         delay = (delay * 2).min(Duration::from_secs(30));
     }
     tokio::spawn(node::heartbeat(client.clone(), config.node.clone(), capacity));
+    tokio::spawn(network::run(client.clone(), config.node.name.clone(), config.node.ip.clone(), config.data_dir.clone(), network_slot));
     tokio::spawn(image_gc_loop(ctx.clone()));
 
     let api: Api<Pod> = Api::all(client.clone());
@@ -193,6 +199,14 @@ impl Dispatcher {
             }
         }
         self.workers.retain(|_, w| !w.task.is_finished());
+        // Addresses, hostPorts and veths of pods that are gone (also from before a restart).
+        let network = self.ctx.network.borrow().clone();
+        if let Some(network) = network {
+            let live: HashSet<String> = listed.iter().chain(self.workers.keys()).cloned().collect();
+            if let Err(e) = network.release_missing(&live).await {
+                tracing::warn!(error = %e, "cannot free the network of pods that no longer exist");
+            }
+        }
         // Runtime containers of pods no worker knows (their state file was lost).
         let prefixes: HashSet<String> = listed.iter().chain(self.workers.keys()).map(|u| u.chars().take(8).collect()).collect();
         let runtime = self.ctx.runtime.clone();

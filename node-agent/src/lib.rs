@@ -8,19 +8,26 @@
 //! - [`pods`]: the per-pod worker: sandbox, images, containers, restarts, probes, deletion.
 //! - [`status`]: pod status as Kubernetes computes it (pure).
 //! - [`sandbox`]: the pod's network namespace.
+//! - [`network`]: the pod network: bridge, veths, addresses, routes to other nodes, the node's
+//!   nftables table (masquerade, hostPorts), the pods' resolv.conf and hosts files.
+//! - [`proxy`]: Services as an nftables table of the node (ClusterIP and NodePort DNAT to ready
+//!   endpoints); [`dns`]: the cluster DNS server on the bridge gateway.
 //! - [`events`]: core/v1 Events, de-duplicated.
 //! - [`server`]: the HTTPS server for logs and exec.
 //! - [`podspec`], [`env`], [`volumes`], [`probe`], [`pull`]: from a pod spec to run options,
 //!   volumes, probes and images.
 
 pub mod agent;
+pub mod dns;
 pub mod env;
 pub mod events;
 pub mod join;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod podspec;
 pub mod probe;
+pub mod proxy;
 pub mod pull;
 pub mod sandbox;
 pub mod server;

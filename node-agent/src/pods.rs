@@ -25,6 +25,7 @@ use crate::events::{EventType, Recorder};
 use crate::podspec::{self, References};
 use crate::probe::{self, ProbeKind, ProbeOutcome, ProbeState, ProbeTarget, Prober};
 use crate::status::{self, ContainerView, Observed, PodView, Terminated};
+use crate::network::{self, NetworkSlot};
 use crate::{pull, sandbox, volumes};
 
 /// First back-off after a crash; it doubles per restart up to [`MAX_BACKOFF`].
@@ -49,6 +50,8 @@ pub struct PodContext {
     pub resync: Duration,
     /// Image id -> last time a container was started from it (for image garbage collection).
     pub image_last_used: Mutex<HashMap<String, Timestamp>>,
+    /// The node's pod network, `None` until the Node has a podCIDR and the bridge is up.
+    pub network: NetworkSlot,
 }
 
 /// `D/pods/<uid>/state.json`.
@@ -213,6 +216,8 @@ struct Worker {
     record: PodRecord,
     loaded: bool,
     netns: Option<PathBuf>,
+    /// The pod's address once its veth is up.
+    pod_ip: Option<std::net::Ipv4Addr>,
     refs: Option<(References, Instant, String)>,
     probes: HashMap<String, Probes>,
     /// Per container: why it waits (reason, message), when it is not running.
@@ -234,6 +239,7 @@ impl Worker {
             record: PodRecord::default(),
             loaded: false,
             netns: None,
+            pod_ip: None,
             refs: None,
             probes: HashMap::new(),
             waiting: HashMap::new(),
@@ -304,6 +310,21 @@ impl Worker {
                     return false;
                 }
                 Err(e) => {
+                    fail(self, "ContainerCreating", e.to_string());
+                    return false;
+                }
+            }
+        }
+        if self.pod_ip.is_none() {
+            let Some(net) = self.ctx.network.borrow().clone() else {
+                fail(self, "ContainerCreating", "waiting for the node's pod network: the Node has no spec.podCIDR yet".to_string());
+                return false;
+            };
+            let Some(netns) = self.netns.clone() else { return false };
+            match net.attach(pod, &self.uid, &netns, &self.dir).await {
+                Ok(ip) => self.pod_ip = Some(ip),
+                Err(e) => {
+                    self.ctx.recorder.pod(pod, None, EventType::Warning, "FailedCreatePodSandBox", &format!("Failed to set up the pod's network: {e}")).await;
                     fail(self, "ContainerCreating", e.to_string());
                     return false;
                 }
@@ -449,6 +470,8 @@ impl Worker {
                 return;
             }
         };
+        let binds = network::pod::etc_binds(&self.dir, &opts.volumes);
+        opts.volumes.extend(binds);
         let restart_count = if rec.last.is_some() { rec.restart_count + 1 } else { rec.restart_count };
         let runtime_name = container_name(
             &name,
@@ -651,7 +674,7 @@ impl Worker {
                 }
             })
             .collect();
-        PodView { containers: views, host_ip: self.ctx.node_ip.clone(), pod_ip: None, start_time: self.record.start_time }
+        PodView { containers: views, host_ip: self.ctx.node_ip.clone(), pod_ip: self.pod_ip.map(|ip| ip.to_string()), start_time: self.record.start_time }
     }
 
     fn started_at(&self, id: Option<&str>) -> Option<Timestamp> {
@@ -757,6 +780,15 @@ impl Worker {
         for stop in stops {
             let _ = stop.await;
         }
+        // Before the namespace goes: the veth, the hostPorts and the address. Without the
+        // network up yet, the next complete pod list frees them (`release_missing`).
+        let net = self.ctx.network.borrow().clone();
+        if let Some(net) = net {
+            if let Err(e) = net.detach(&self.uid).await {
+                tracing::warn!(error = %e, uid = %self.uid, "cannot remove the pod's network");
+            }
+        }
+        self.pod_ip = None;
         let (netns_dir, uid, dir) = (self.ctx.netns_dir.clone(), self.uid.clone(), self.dir.clone());
         let cleaned = tokio::task::spawn_blocking(move || {
             if let Err(e) = volumes::cleanup(&dir) {

@@ -18,6 +18,8 @@ struct Agent {
     data: tempfile::TempDir,
     ctl: PathBuf,
     pod_uids: Vec<String>,
+    /// Names the node's bridge and nftables table, removed on drop.
+    node_name: String,
 }
 
 impl Agent {
@@ -63,10 +65,15 @@ impl Drop for Agent {
             let _ = self.ctl(&["rm", "-f", &id], b"");
         }
         for uid in &self.pod_uids {
+            let _ = Command::new("ip").args(["link", "del", &node_agent::network::veth_name(uid)]).output();
             let path = Path::new(node_agent::sandbox::NETNS_DIR).join(uid);
             let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&path);
         }
+        let _ = Command::new("ip").args(["link", "del", &node_agent::network::bridge_name(&self.node_name)]).output();
+        let _ = Command::new("nft").args(["delete", "table", "inet", &node_agent::network::table_name(&self.node_name)]).output();
+        // The Service table the agent's proxy made (a killed agent cannot remove it itself).
+        let _ = Command::new("nft").args(["delete", "table", "inet", &node_agent::proxy::table_name(&self.node_name)]).output();
         // Whatever is still mounted under the data directory (overlays, volumes), deepest first.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let prefix = self.data.path().to_string_lossy().into_owned();
@@ -156,11 +163,13 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
         return;
     };
     let cluster = tests::Cluster::up(1).expect("cluster up");
+    let node_name = format!("agent-test-{:08x}", rand::random::<u32>());
     let mut agent = Agent {
         child: None,
         data: tempfile::Builder::new().prefix("flotilla-agent-test-").tempdir().expect("tempdir"),
         ctl: tests::binary("ctl").expect("ctl binary"),
         pod_uids: Vec::new(),
+        node_name: node_name.clone(),
     };
 
     // The image: busybox and a few applets, imported into the agent's runtime root.
@@ -177,7 +186,6 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     let import = agent.ctl(&["image", "import", "-", IMAGE], &tar.stdout);
     assert!(import.status.success(), "import: {}", String::from_utf8_lossy(&import.stderr));
 
-    let node_name = format!("agent-test-{:08x}", rand::random::<u32>());
     let port = free_port();
     let start_agent = |data: &Path| {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("agent.log")).expect("log file");
@@ -203,6 +211,11 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     let node = wait_for("the node to register", Duration::from_secs(60), async || nodes.get_opt(&node_name).await.ok().flatten()).await;
     let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().any(|c| c.type_ == "Ready" && c.status == "True");
     assert!(ready, "node is not Ready; agent log:\n{}", show_log());
+    // Pods wait for the node's podCIDR, which the controllers (not running here) would allocate.
+    let third = 200 + rand::random::<u8>() % 50;
+    let cidr = format!("10.244.{third}.0/24");
+    let patch = serde_json::json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+    nodes.patch(&node_name, &Default::default(), &api::client::Patch::Merge(patch)).await.expect("set the podCIDR");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
