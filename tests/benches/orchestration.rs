@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let c = Cluster::start(&Options { replicas: 1, nodes: 3, registry: true, env: Vec::new() })?;
+    let c = Cluster::start(&Options { replicas: 1, nodes: 3, registry: true, ..Options::default() })?;
     let Some(image) = c.push_busybox("busybox:bench", &["sleep", "3600"])? else {
         bail!("busybox-static is not installed");
     };

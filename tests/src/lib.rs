@@ -1,10 +1,14 @@
 //! Harness for Flotilla's end-to-end tests: starts real apiserver processes through
 //! `deploy/local-cluster` (the same entry point users and benchmarks use), and gives tests
-//! HTTPS clients for each replica.
+//! HTTPS clients for each replica. With [`Options::machines`] each node agent runs on a
+//! "machine" (a network namespace on a test bridge) that a test can run commands on, cut off
+//! and plug back in.
 //!
 //! A [`Cluster`] is torn down when dropped, also when the test panics, so no process or
 //! directory outlives a failed test. Binaries are taken from the target directory the test
 //! itself was built into (`cargo test --workspace` builds every binary first).
+
+pub mod e2e;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,11 +55,14 @@ pub struct Options {
     pub registry: bool,
     /// Extra environment for deploy/local-cluster (FLOTILLA_SNAPSHOT_EVERY, FLOTILLA_CONTROLLER_FLAGS).
     pub env: Vec<(String, String)>,
+    /// Run each node agent on a "machine" of its own (`up --machines`): a network namespace with
+    /// an address on a test bridge, see [`Cluster::machine`], [`Cluster::cut`], [`Cluster::node_ip`].
+    pub machines: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { replicas: 1, nodes: 0, registry: false, env: Vec::new() }
+        Options { replicas: 1, nodes: 0, registry: false, env: Vec::new(), machines: false }
     }
 }
 
@@ -107,6 +114,9 @@ impl Cluster {
         cmd.args(["--nodes", &options.nodes.to_string()]);
         if options.registry {
             cmd.arg("--registry");
+        }
+        if options.machines {
+            cmd.arg("--machines");
         }
         cmd.env("FLOTILLA_BIN_DIR", bin_dir());
         for (k, v) in &options.env {
@@ -166,7 +176,7 @@ impl Cluster {
         (1..=n).collect()
     }
 
-    /// "127.0.0.1:PORT" of a replica's API.
+    /// "HOST:PORT" of a replica's API: 127.0.0.1, or the test bridge's address with machines.
     pub fn api_addr(&self, id: u64) -> String {
         self.env.get(&format!("REPLICA_{id}_API")).cloned().unwrap_or_default()
     }
@@ -255,6 +265,54 @@ impl Cluster {
         self.script(&["start-node", node])
     }
 
+    /// The node's address (its InternalIP): its machine's address on the test bridge, or
+    /// 127.0.0.1 when the agents share the host's network; None when there is no such node.
+    pub fn node_ip(&self, node: &str) -> Option<String> {
+        if let Some(ip) = self.env.get(&format!("NODE_{node}_IP")) {
+            return Some(ip.clone());
+        }
+        self.env.contains_key(&format!("NODE_{node}_AGENT")).then(|| "127.0.0.1".to_string())
+    }
+
+    /// The network namespace of the node's machine (/run/netns/NAME), for a process or thread
+    /// that joins it with setns; None without machines.
+    pub fn machine_netns(&self, node: &str) -> Option<PathBuf> {
+        self.env.get(&format!("NODE_{node}_NETNS")).map(|n| Path::new("/run/netns").join(n))
+    }
+
+    /// The test bridge's address (the host as the machines see it), with machines.
+    pub fn machines_gateway(&self) -> Option<String> {
+        self.env.get("MACHINES_GATEWAY").cloned()
+    }
+
+    /// Runs `cmd` on the node's machine (`deploy/local-cluster machine`) and returns its output,
+    /// whatever its exit status; an error only when it could not be run at all.
+    pub fn machine(&self, node: &str, cmd: &[&str]) -> anyhow::Result<Output> {
+        if self.machine_netns(node).is_none() {
+            bail!("{node} is not a machine of this cluster: start it with Options::machines");
+        }
+        Command::new(repo_root().join("deploy/local-cluster"))
+            .arg("machine")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg(node)
+            .arg("--")
+            .args(cmd)
+            .env("FLOTILLA_BIN_DIR", bin_dir())
+            .output()
+            .with_context(|| format!("running {} on {node}", cmd.join(" ")))
+    }
+
+    /// Cuts the node's machine off the network: its link to the test bridge goes down.
+    pub fn cut(&self, node: &str) -> anyhow::Result<()> {
+        self.script(&["cut", node])
+    }
+
+    /// Plugs a machine that was cut off back in.
+    pub fn heal(&self, node: &str) -> anyhow::Result<()> {
+        self.script(&["heal", node])
+    }
+
     /// Builds a busybox image (from the host's busybox-static) named `REGISTRY/NAME` in a scratch
     /// store, with `cmd` as its CMD, and pushes it to the cluster's registry; returns the reference.
     /// None (with a notice) when busybox-static is not installed.
@@ -270,7 +328,10 @@ impl Cluster {
         std::fs::create_dir_all(rootfs.join("etc"))?;
         std::fs::create_dir_all(rootfs.join("tmp"))?;
         std::fs::copy(busybox, rootfs.join("bin/busybox"))?;
-        for applet in ["sh", "cat", "echo", "sleep", "true", "false", "ls", "hostname", "httpd", "nc", "wget", "env", "kill", "test"] {
+        for applet in [
+            "sh", "cat", "echo", "sleep", "true", "false", "ls", "hostname", "httpd", "nc", "wget", "env", "kill", "test",
+            "nslookup", "ip", "seq", "timeout", "grep", "date", "mkdir", "ps", "printf", "head", "tail", "wc",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")?;

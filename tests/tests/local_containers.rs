@@ -1,6 +1,11 @@
 //! `ctl`'s docker-shaped container verbs, run as a user would: the real binary on a busybox
 //! image imported into a temporary `--root`. They need root; elsewhere they print a notice and
 //! pass. Each test force-removes its containers in a guard that also runs on panic.
+//!
+//! Each test runs `ctl` in a network namespace of its own (`nsenter --net`), so that the default
+//! bridge network and its nftables table that `ctl run` makes stay out of the host's namespace and
+//! tests running side by side do not share them; the guard deletes the namespace, and with it
+//! everything made inside.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,7 @@ const IMAGE: &str = "local-test/busybox";
 struct Root {
     dir: tempfile::TempDir,
     ctl: PathBuf,
+    netns: String,
 }
 
 impl Root {
@@ -34,7 +40,11 @@ impl Root {
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
         std::fs::write(rootfs.join("etc/notexec"), "not a program\n").expect("file");
-        let root = Root { dir, ctl };
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let netns = format!("flt-lc-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let made = Command::new("ip").args(["netns", "add", &netns]).status().expect("ip netns add");
+        assert!(made.success(), "ip netns add {netns} failed");
+        let root = Root { dir, ctl, netns };
         let tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).output().expect("tar");
         assert!(tar.status.success(), "tar failed");
         let out = root.ctl_with_stdin(&["image", "import", "-", IMAGE], &tar.stdout);
@@ -50,10 +60,16 @@ impl Root {
         self.ctl_with_stdin(args, b"")
     }
 
+    /// `ctl --root ROOT` inside this test's network namespace (nsenter execs ctl: same pid).
+    fn command(&self) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns)).arg(&self.ctl).arg("--root").arg(self.root());
+        c
+    }
+
     fn ctl_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(&self.ctl)
-            .arg("--root")
-            .arg(self.root())
+        let mut child = self
+            .command()
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -80,6 +96,7 @@ impl Drop for Root {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.ctl(&["rm", "-f", id]);
         }
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
 }
 
@@ -157,9 +174,8 @@ fn volumes_outlive_containers() {
 fn signals_to_an_attached_run_reach_the_container() {
     use std::io::{BufRead, BufReader};
     let Some(root) = Root::new("signals_to_an_attached_run_reach_the_container") else { return };
-    let mut child = Command::new(&root.ctl)
-        .arg("--root")
-        .arg(root.root())
+    let mut child = root
+        .command()
         .args(["run", "--rm", IMAGE, "sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.1; done"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -191,7 +207,8 @@ fn terminals_come_from_the_containers_devpts() {
     // As a user types it at a terminal: script(1) gives ctl one.
     if Path::new("/usr/bin/script").is_file() {
         let command = format!(
-            "'{}' --root '{}' exec -it web sh -c 'test -t 0 && echo yes; tty; exit 4'",
+            "nsenter --net=/run/netns/{} '{}' --root '{}' exec -it web sh -c 'test -t 0 && echo yes; tty; exit 4'",
+            root.netns,
             root.ctl.display(),
             root.root().display()
         );

@@ -1,6 +1,7 @@
 //! Orchestration end to end: three node agents on this machine (each with its own data
-//! directory), the scheduler and the controllers, all real processes started by
-//! `deploy/local-cluster up --nodes 3 --registry`, and a busybox image pushed to that registry.
+//! directory and its own "machine", a network namespace), the scheduler and the controllers, all
+//! real processes started by `deploy/local-cluster up --nodes 3 --registry --machines`, and a
+//! busybox image pushed to that registry.
 //!
 //! The scenarios are the ones issue 6 names: a Deployment spread 2/2/2, scaled, rolled to a new
 //! image without dropping below `replicas - maxUnavailable` ready pods, stalled by a failing image
@@ -11,73 +12,14 @@
 //! The cluster is torn down by `Cluster`'s Drop, also when an assertion fails.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{Cluster, Options};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-/// A cluster with three nodes and a registry holding busybox images, or None (with a notice).
-fn cluster(test: &str, controller_flags: &str) -> Option<(Cluster, String)> {
-    if !is_root() {
-        eprintln!("skipping {test}: running pods needs root");
-        return None;
-    }
-    let options = Options {
-        replicas: 1,
-        nodes: 3,
-        registry: true,
-        env: vec![("FLOTILLA_CONTROLLER_FLAGS".into(), controller_flags.into())],
-    };
-    let c = Cluster::start(&options).expect("cluster with three nodes");
-    let image = c.push_busybox("busybox:1", &["sleep", "3600"]).expect("push busybox")?;
-    Some((c, image))
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn get(c: &Cluster, path: &str) -> Option<Value> {
-    let resp = c.http().ok()?.get(c.url(1, path)).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
-}
-
-async fn pods(c: &Cluster, selector: &str) -> Vec<Value> {
-    let path = format!("/api/v1/namespaces/default/pods?labelSelector={}", urlencode(selector));
-    get(c, &path).await.and_then(|l| l["items"].as_array().cloned()).unwrap_or_default()
-}
+use tests::e2e::{apply, ctl_ok, get, is_ready, pods, three_machines as cluster, wait_for};
+use tests::Cluster;
 
 fn urlencode(s: &str) -> String {
     s.replace('=', "%3D").replace(',', "%2C")
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn is_running(pod: &Value) -> bool {
@@ -90,29 +32,6 @@ fn per_node(pods: &[Value]) -> BTreeMap<String, usize> {
         *m.entry(p["spec"]["nodeName"].as_str().unwrap_or("").to_string()).or_insert(0) += 1;
     }
     m
-}
-
-fn ctl_ok(c: &Cluster, args: &[&str]) -> String {
-    let out = c.ctl(args).expect("run ctl");
-    assert!(
-        out.status.success(),
-        "ctl {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(c: &Cluster, manifest: &Value) {
-    let file = c.dir().join(format!("manifest-{}.json", rand_suffix()));
-    std::fs::write(&file, serde_json::to_vec_pretty(manifest).expect("json")).expect("write manifest");
-    ctl_ok(c, &["apply", "-f", file.to_str().unwrap_or_default()]);
-}
-
-fn rand_suffix() -> u32 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 const CLUSTER_NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
