@@ -82,8 +82,7 @@ impl Cluster {
     /// Like `up`, with extra environment for the script (e.g. FLOTILLA_SNAPSHOT_EVERY).
     ///
     /// The script picks free ports before the replicas bind them, so a test running alongside
-    /// can take one in between; a failed start is therefore tried once more, and the first
-    /// failure is printed so it is not hidden.
+    /// can take one in between; a failed start is therefore tried again (see `start`).
     pub fn up_with(replicas: usize, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
         Self::start(&Options { replicas, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Options::default() })
     }
@@ -91,13 +90,15 @@ impl Cluster {
     /// Starts a cluster as `options` describe: replicas, and with `nodes > 0` the scheduler, the
     /// controllers and that many node agents (node-1..node-N), waiting until every node is Ready.
     pub fn start(options: &Options) -> anyhow::Result<Cluster> {
-        match Self::try_up(options) {
-            Ok(c) => Ok(c),
-            Err(first) => {
-                eprintln!("notice: starting a cluster ({options:?}) failed once, trying again: {first:#}");
-                Self::try_up(options)
+        // Up to three attempts: on a loaded machine with tests starting clusters side by side, a
+        // start can lose a race for a port; each failure is printed so it is not hidden.
+        for attempt in 1..3 {
+            match Self::try_up(options) {
+                Ok(c) => return Ok(c),
+                Err(e) => eprintln!("notice: starting a cluster ({options:?}) failed (attempt {attempt}), trying again: {e:#}"),
             }
         }
+        Self::try_up(options)
     }
 
     fn try_up(options: &Options) -> anyhow::Result<Cluster> {
