@@ -95,6 +95,10 @@ pub enum Command {
     /// Create or update objects from files so they match them
     Apply(crate::commands::apply::ApplyArgs),
 
+    /// Run a Compose project on the cluster
+    #[command(after_help = "Examples:\n  # Print the objects compose.yaml becomes\n  ctl compose convert\n\n  # Build, push and start the project in the background\n  ctl compose --registry 10.0.0.1:5000 up -d\n\n  # Remove it\n  ctl compose down")]
+    Compose(crate::commands::compose::ComposeArgs),
+
     /// Create objects from files
     Create(crate::commands::create::CreateArgs),
 

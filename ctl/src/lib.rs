@@ -5,6 +5,7 @@
 //! - [`cli`]: the clap command tree and the global flags.
 //! - [`connect`]: global flags + kubeconfig -> an `api::client::Client`.
 //! - [`commands`]: one module per verb, each writing to a given output.
+//! - [`compose`]: Compose files parsed, interpolated and converted to cluster objects.
 //! - [`table`]: kubectl-aligned tables; [`output`]: `-o json|yaml|wide`.
 //! - [`jsonpath`]: kubectl's JSONPath templates, for `-o jsonpath=` and `-o custom-columns=`.
 //!
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod compose;
 pub mod connect;
 pub mod jsonpath;
 pub mod manifest;
@@ -63,6 +65,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Version(args) => commands::version::run(&cli.global, args, out).await,
         Command::Completion(args) => commands::completion::run(args, out),
         Command::Apply(args) => commands::apply::run(&cli.global, args, out).await,
+        Command::Compose(args) => commands::compose::run(&cli.global, args, out).await,
         Command::Create(args) => commands::create::create(&cli.global, args, out).await,
         Command::Replace(args) => commands::create::replace(&cli.global, args, out).await,
         Command::Delete(args) => commands::delete::run(&cli.global, args, out).await,

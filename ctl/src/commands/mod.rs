@@ -4,6 +4,7 @@
 pub mod build;
 pub mod cluster;
 pub mod completion;
+pub mod compose;
 pub mod containers;
 pub mod describe;
 pub mod get;
