@@ -581,8 +581,8 @@ async fn ps(global: &GlobalArgs, loaded: &Loaded, out: &mut dyn Write) -> anyhow
     Ok(())
 }
 
-/// Each pod's log, prefixed `service-1  | ` as docker compose does; with `follow`, the pods are
-/// followed one after another only when there is one, so several are printed without following.
+/// Each pod's log, prefixed `service-xxxxx  | ` as docker compose does; with `follow`, every pod
+/// is followed at once and their lines interleave as they arrive.
 async fn logs(
     global: &GlobalArgs,
     loaded: &Loaded,
@@ -591,10 +591,10 @@ async fn logs(
 ) -> anyhow::Result<()> {
     let client = connect::client(global)?;
     let pods = project_pods(&client, loaded, args.service.as_deref()).await?;
-    let follow = args.follow && pods.len() == 1;
-    if args.follow && pods.len() > 1 {
-        warn(&["following the logs of several pods at once is not supported yet: printing them once (use ctl compose logs -f SERVICE with one replica)".to_string()]);
-    }
+    // One stream per pod, merged as lines arrive (as docker compose interleaves its services);
+    // each item carries the index of the pod it came from, so partial lines are kept apart.
+    let mut prefixes = Vec::new();
+    let mut streams = Vec::new();
     for pod in &pods {
         let Some(name) = pod.pointer("/metadata/name").and_then(Value::as_str) else {
             continue;
@@ -607,26 +607,32 @@ async fn logs(
         let path = format!(
             "/api/v1/namespaces/{}/pods/{name}/log{}",
             loaded.project.name,
-            if follow { "?follow=true" } else { "" }
+            if args.follow { "?follow=true" } else { "" }
         );
-        let mut response = client
+        let response = client
             .request_stream(http::Method::GET, &path, None)
             .await
             .with_context(|| format!("cannot read the log of pod {name:?}"))?;
-        let prefix = format!("{service}-{}  | ", &name[name.len().saturating_sub(5)..]);
-        let mut partial = Vec::new();
-        while let Some(chunk) = response.body.next().await {
-            partial.extend_from_slice(&chunk?);
-            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=end).collect();
-                out.write_all(prefix.as_bytes())?;
-                out.write_all(&line)?;
-            }
-            out.flush()?;
+        let index = prefixes.len();
+        prefixes.push(format!("{service}-{}  | ", &name[name.len().saturating_sub(5)..]));
+        streams.push(response.body.map(move |chunk| (index, chunk)).boxed());
+    }
+    let mut partial: Vec<Vec<u8>> = vec![Vec::new(); prefixes.len()];
+    let mut merged = futures::stream::select_all(streams);
+    while let Some((index, chunk)) = merged.next().await {
+        let buffer = &mut partial[index];
+        buffer.extend_from_slice(&chunk?);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            out.write_all(prefixes[index].as_bytes())?;
+            out.write_all(&line)?;
         }
-        if !partial.is_empty() {
+        out.flush()?;
+    }
+    for (prefix, rest) in prefixes.iter().zip(&partial) {
+        if !rest.is_empty() {
             out.write_all(prefix.as_bytes())?;
-            out.write_all(&partial)?;
+            out.write_all(rest)?;
             writeln!(out)?;
         }
     }
