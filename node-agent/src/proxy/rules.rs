@@ -164,7 +164,7 @@ pub fn render(ports: &[ServicePort], node_addresses: &[Ipv4Addr]) -> String {
     chain(&mut s, "nat-prerouting", Some("nat hook prerouting priority dstnat"), &["jump services"]);
     chain(&mut s, "nat-output", Some("nat hook output priority -100"), &["jump services"]);
     let masq = format!(
-        "meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade"
+        "meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade fully-random"
     );
     chain(&mut s, "nat-postrouting", Some("nat hook postrouting priority srcnat"), &[&masq]);
 
@@ -426,7 +426,7 @@ chain nat-output {
 }
 chain nat-postrouting {
 	type nat hook postrouting priority srcnat; policy accept;
-	meta mark & 0x4000 == 0x4000 meta mark set meta mark ^ 0x4000 masquerade
+	meta mark & 0x4000 == 0x4000 meta mark set meta mark ^ 0x4000 masquerade fully-random
 }
 chain svc/default/web/udp/53 {
 	meta mark set meta mark | 0x4000
