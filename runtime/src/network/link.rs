@@ -149,9 +149,42 @@ impl Netlink {
             }
         }
         let index = self.require(name).await?;
+        self.pin_mac(name, index).await?;
         self.ensure_address(name, address).await?;
         self.set_up(name).await?;
         Ok(index)
+    }
+
+    /// Sets the bridge's MAC address to the one it has, which marks it as chosen (the kernel's
+    /// `addr_assign_type` becomes "set"). A bridge whose address was not set takes the lowest
+    /// MAC of its ports and changes it whenever a port with a lower one joins or that port
+    /// leaves; pods would then send to a gateway MAC that no longer answers until their
+    /// neighbour entry expires. docker and CNI's bridge plugin pin the address for the same
+    /// reason.
+    async fn pin_mac(&self, name: &str, index: u32) -> Result<(), LinkError> {
+        let Some(mac) = self.mac_address(name).await? else { return Ok(()) };
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).address(mac).build())
+            .execute()
+            .await
+            .map_err(|source| self.err("set the MAC address of", name, source))
+    }
+
+    /// The interface's MAC address (`None` for an interface without one, or no interface).
+    pub async fn mac_address(&self, name: &str) -> Result<Option<Vec<u8>>, LinkError> {
+        let mut found = self.handle.link().get().match_name(name.to_string()).execute();
+        let message = match found.try_next().await {
+            Ok(message) => message,
+            Err(e) if is_errno(&e, libc::ENODEV) => None,
+            Err(source) => return Err(self.err("look up", name, source)),
+        };
+        Ok(message.and_then(|m| {
+            m.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            })
+        }))
     }
 
     /// Deletes interface `name` (a veth's peer goes with it); returns whether it existed.
@@ -480,8 +513,15 @@ mod tests {
             address: pod,
             gateway: Some(gateway),
         };
+        let bridge_mac = host.mac_address(&bridge).await.unwrap();
+        assert!(bridge_mac.is_some());
         host.ensure_veth(&config).await.unwrap();
         host.ensure_veth(&config).await.unwrap();
+        // Ports joining do not move the bridge's MAC (a lower port MAC would, unpinned).
+        let low = "02:00:00:00:00:01";
+        let set = Command::new("ip").args(["link", "set", "dev", &veth, "address", low]).status().unwrap();
+        assert!(set.success());
+        assert_eq!(host.mac_address(&bridge).await.unwrap(), bridge_mac);
 
         let host_end = host.links().await.unwrap().into_iter().find(|l| l.name == veth).unwrap();
         assert_eq!(host_end.controller, Some(bridge_index));
