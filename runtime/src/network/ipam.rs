@@ -1,10 +1,19 @@
 //! IP address management: a file-backed allocator of IPv4 addresses from one subnet, each
 //! address owned by a string (a pod uid, a container id).
 //!
-//! The state is one JSON object `{"<ip>": "<owner>"}` written atomically (temporary file,
-//! fsync, rename), so a crash leaves either the old or the new allocation, never a torn file.
-//! Hand-written because the allocation rule is tiny (lowest free address, the subnet's first
-//! usable address reserved for the gateway) and CNI's host-local plugin is a separate binary.
+//! The state is one JSON object `{"allocations": {"<ip>": "<owner>"}, "last": "<ip>"}` written
+//! atomically (temporary file, fsync, rename), so a crash leaves either the old or the new
+//! allocation, never a torn file (the older flat `{"<ip>": "<owner>"}` form is still read).
+//!
+//! Addresses are handed out round-robin: the first free address after the last one handed out,
+//! wrapping at the end of the subnet, as CNI's host-local plugin does. Taking the lowest free
+//! address instead would give a new pod the address its predecessor just released, while peers
+//! still hold the old pod's MAC in their neighbour caches and conntrack still holds its flows:
+//! connections to the new pod would then go to a MAC that no longer exists until the cache
+//! entry expires (seen as a lost request during rolling updates).
+//!
+//! Hand-written because the allocation rule is tiny (the subnet's first usable address is
+//! reserved for the gateway) and CNI's host-local plugin is a separate binary.
 //! One process owns a file; callers serialise access (an `Ipam` is `&mut` to change).
 
 use std::collections::{BTreeMap, HashSet};
@@ -35,6 +44,24 @@ pub struct Ipam {
     path: PathBuf,
     subnet: Ipv4Net,
     allocations: BTreeMap<Ipv4Addr, String>,
+    /// The address handed out last; the next search starts after it.
+    last: Option<Ipv4Addr>,
+}
+
+/// The file's form.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    allocations: BTreeMap<Ipv4Addr, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<Ipv4Addr>,
+}
+
+/// What may be found on disk: the current form, or the flat map of earlier versions.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OnDisk {
+    Current(Saved),
+    Flat(BTreeMap<Ipv4Addr, String>),
 }
 
 impl Ipam {
@@ -45,16 +72,20 @@ impl Ipam {
         if subnet.prefix_len() > 30 {
             return Err(IpamError::TooSmall(subnet));
         }
-        let allocations = match fs::read(path) {
-            Ok(bytes) => {
-                let raw: BTreeMap<Ipv4Addr, String> = serde_json::from_slice(&bytes)
-                    .map_err(|source| IpamError::Parse { path: path.to_path_buf(), source })?;
-                raw.into_iter().filter(|(ip, _)| usable(subnet, *ip)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        let saved = match fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
+                Ok(OnDisk::Current(saved)) => saved,
+                Ok(OnDisk::Flat(allocations)) => Saved { allocations, last: None },
+                // Parse again as the current form for an error message that says where.
+                Err(_) => serde_json::from_slice::<Saved>(&bytes)
+                    .map_err(|source| IpamError::Parse { path: path.to_path_buf(), source })?,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved { allocations: BTreeMap::new(), last: None },
             Err(source) => return Err(IpamError::Read { path: path.to_path_buf(), source }),
         };
-        Ok(Self { path: path.to_path_buf(), subnet, allocations })
+        let allocations = saved.allocations.into_iter().filter(|(ip, _)| usable(subnet, *ip)).collect();
+        let last = saved.last.filter(|ip| usable(subnet, *ip));
+        Ok(Self { path: path.to_path_buf(), subnet, allocations, last })
     }
 
     /// The subnet addresses come from.
@@ -67,20 +98,27 @@ impl Ipam {
         gateway(self.subnet)
     }
 
-    /// The owner's address, allocating the lowest free one if it has none; idempotent.
+    /// The owner's address, allocating the next free one (round-robin) if it has none;
+    /// idempotent.
     pub fn allocate(&mut self, owner: &str) -> Result<Ipv4Addr, IpamError> {
         if let Some(ip) = self.get(owner) {
             return Ok(ip);
         }
+        let gateway = self.gateway();
+        let free = |ip: &Ipv4Addr| *ip != gateway && !self.allocations.contains_key(ip);
+        let after = self.last.map(u32::from).unwrap_or(0);
         let ip = self
             .subnet
             .hosts()
-            .filter(|ip| *ip != self.gateway())
-            .find(|ip| !self.allocations.contains_key(ip))
+            .filter(|ip| u32::from(*ip) > after)
+            .find(free)
+            .or_else(|| self.subnet.hosts().find(free))
             .ok_or_else(|| IpamError::Exhausted { subnet: self.subnet, owner: owner.to_string() })?;
+        let previous = self.last.replace(ip);
         self.allocations.insert(ip, owner.to_string());
         if let Err(e) = self.save() {
             self.allocations.remove(&ip);
+            self.last = previous;
             return Err(e);
         }
         Ok(ip)
@@ -123,7 +161,8 @@ impl Ipam {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(err)?;
         }
-        let bytes = serde_json::to_vec_pretty(&self.allocations).map_err(|e| err(std::io::Error::other(e)))?;
+        let saved = Saved { allocations: self.allocations.clone(), last: self.last };
+        let bytes = serde_json::to_vec_pretty(&saved).map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut file = fs::File::create(&tmp).map_err(err)?;
         file.write_all(&bytes).map_err(err)?;
@@ -151,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn allocates_lowest_free_after_gateway_and_is_idempotent() {
+    fn allocates_round_robin_after_the_gateway_and_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("network/ipam.json");
         let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
@@ -161,7 +200,39 @@ mod tests {
         assert_eq!(ipam.allocate("a").unwrap(), Ipv4Addr::new(10, 244, 3, 2));
         assert_eq!(ipam.release("a").unwrap(), Some(Ipv4Addr::new(10, 244, 3, 2)));
         assert_eq!(ipam.release("a").unwrap(), None);
-        assert_eq!(ipam.allocate("c").unwrap(), Ipv4Addr::new(10, 244, 3, 2));
+        // a released address is not handed out again at once, also not after a reopen
+        assert_eq!(ipam.allocate("c").unwrap(), Ipv4Addr::new(10, 244, 3, 4));
+        let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        assert_eq!(ipam.allocate("d").unwrap(), Ipv4Addr::new(10, 244, 3, 5));
+    }
+
+    #[test]
+    fn wraps_around_to_the_first_free_address_at_the_end_of_the_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        // a /29: gateway .1, usable .2 to .6
+        let mut ipam = Ipam::open(&path, net("10.0.0.0/29")).unwrap();
+        for owner in ["a", "b", "c", "d", "e"] {
+            ipam.allocate(owner).unwrap();
+        }
+        ipam.release("b").unwrap();
+        ipam.release("d").unwrap();
+        assert_eq!(ipam.allocate("f").unwrap(), Ipv4Addr::new(10, 0, 0, 3));
+        assert_eq!(ipam.allocate("g").unwrap(), Ipv4Addr::new(10, 0, 0, 5));
+        assert!(matches!(ipam.allocate("h"), Err(IpamError::Exhausted { .. })));
+    }
+
+    #[test]
+    fn reads_the_flat_form_of_earlier_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        fs::write(&path, r#"{"10.244.3.2": "a", "10.244.3.3": "b"}"#).unwrap();
+        let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap();
+        assert_eq!(ipam.get("b"), Some(Ipv4Addr::new(10, 244, 3, 3)));
+        assert_eq!(ipam.allocate("c").unwrap(), Ipv4Addr::new(10, 244, 3, 4));
+        let saved: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(saved["last"], "10.244.3.4");
+        assert_eq!(saved["allocations"]["10.244.3.2"], "a");
     }
 
     #[test]
