@@ -7,9 +7,13 @@
 //! every byte twice through the agent (the figures are in ARCHITECTURE.md).
 //!
 //! [`watch_services`] keeps a [`ServiceState`] from two watchers; [`run_on`] renders it with
-//! [`rules`] (a pure function) a short debounce after each change and replaces the whole table
-//! in one `nft -f` transaction when the text changed, and again every resync period in case
-//! someone flushed it. The table is deleted on shutdown.
+//! [`rules`] (a pure function) a short debounce after each change and, when the text changed
+//! (and again every resync period in case someone flushed it), brings the table in step in one
+//! `nft -f` transaction. The table is made whole the first time; after that it is changed in
+//! place (chains and maps flushed and refilled, stale chains deleted), never replaced: replacing
+//! it would unregister and register its NAT hooks again, and a connection's first packet that
+//! met the table in between would get no DNAT (a lost request during a rolling update). The
+//! table is deleted on shutdown.
 
 pub mod rules;
 
@@ -186,11 +190,12 @@ pub async fn run_on(
         if !current.synced {
             continue;
         }
-        let body = rules::render(&current.service_ports(), &config.node_addresses);
+        let ruleset = rules::ruleset(&current.service_ports(), &config.node_addresses);
+        let body = ruleset.body();
         if applied.as_deref() == Some(body.as_str()) {
             continue;
         }
-        match nft::apply_table(FAMILY, &table, &body).await {
+        match sync_table(&table, &ruleset, &body).await {
             Ok(()) => {
                 tracing::debug!(table, "service table applied");
                 applied = Some(body);
@@ -202,6 +207,23 @@ pub async fn run_on(
         }
     }
     cleanup(&config.node_name).await
+}
+
+/// Brings table `table` in step with `ruleset` (whose body is `body`): in place when the table
+/// exists, else made whole. A failed in-place change (e.g. a table left by an older agent with
+/// other map types) falls back to replacing the table.
+async fn sync_table(table: &str, ruleset: &rules::Ruleset, body: &str) -> Result<(), NftError> {
+    let existing = match nft::list_table(FAMILY, table).await {
+        Ok(listing) => nft::chain_names(&listing),
+        Err(_) => return nft::apply_table(FAMILY, table, body).await,
+    };
+    match nft::apply_script(FAMILY, table, &ruleset.sync_script(FAMILY, table, &existing)).await {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, table, "cannot change the service table in place; replacing it");
+            nft::apply_table(FAMILY, table, body).await
+        }
+    }
 }
 
 /// Deletes the service table of `node_name` (for shutdown, and for tools that tear a node down).

@@ -1,7 +1,8 @@
 //! The Service rules as data and as nftables text: [`service_ports`] turns Services and
 //! Endpoints into a flat list of [`ServicePort`]s, and [`render`] turns that list plus the
-//! node's addresses into the body of the node's service table. Both are pure, so the whole
-//! ruleset is tested as golden text and applied by [`super`] in one `nft -f` transaction.
+//! node's addresses into the node's service table ([`ruleset`], [`Ruleset`]). Both are pure, so
+//! the whole ruleset is tested as golden text; [`super`] applies it in one `nft -f` transaction,
+//! in place ([`Ruleset::sync_script`]) once the table exists.
 //!
 //! The shape follows kube-proxy's nftables mode:
 //! - `nat-prerouting` and `nat-output` (so pods and host processes alike) look the destination
@@ -120,14 +121,42 @@ pub fn service_ports(services: &[Service], endpoints: &[Endpoints]) -> Vec<Servi
 
 /// The body of the service table (what goes inside `table inet NAME { ... }`).
 pub fn render(ports: &[ServicePort], node_addresses: &[Ipv4Addr]) -> String {
+    ruleset(ports, node_addresses).body()
+}
+
+/// The service table as data: its sets and maps, then its chains, in the order they render.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ruleset {
+    pub sets: Vec<SetDecl>,
+    pub chains: Vec<ChainDecl>,
+}
+
+/// A named set or verdict map of the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetDecl {
+    /// `set` or `map`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The key (and for a map, the value) type, in nft's syntax.
+    pub ty: &'static str,
+    pub elements: Vec<String>,
+}
+
+/// A chain of the table; `base` is its hook declaration for a base chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainDecl {
+    pub name: String,
+    pub base: Option<&'static str>,
+    pub rules: Vec<String>,
+}
+
+/// The table for `ports` reached on `node_addresses`.
+pub fn ruleset(ports: &[ServicePort], node_addresses: &[Ipv4Addr]) -> Ruleset {
     let mut ports: Vec<&ServicePort> = ports.iter().collect();
     ports.sort();
     let (live, dead): (Vec<&ServicePort>, Vec<&ServicePort>) = ports.iter().partition(|p| !p.endpoints.is_empty());
     let node_addresses: BTreeSet<Ipv4Addr> = node_addresses.iter().copied().collect();
 
-    let mut s = String::new();
-    let addrs: Vec<String> = node_addresses.iter().map(Ipv4Addr::to_string).collect();
-    declare(&mut s, "set", "node-addresses", "ipv4_addr", &addrs);
     let ips = |ps: &[&ServicePort], target: &dyn Fn(&ServicePort) -> String| -> Vec<String> {
         ps.iter()
             .map(|p| format!("{} . {} . {} : goto {}", p.cluster_ip, p.protocol.as_str(), p.port, target(p)))
@@ -141,47 +170,128 @@ pub fn render(ports: &[ServicePort], node_addresses: &[Ipv4Addr]) -> String {
     let reject = |_: &ServicePort| "reject-service".to_string();
     const IPS: &str = "ipv4_addr . inet_proto . inet_service : verdict";
     const PORTS: &str = "inet_proto . inet_service : verdict";
-    declare(&mut s, "map", "service-ips", IPS, &ips(&live, &service_chain));
-    declare(&mut s, "map", "service-nodeports", PORTS, &nodeports(&live, &service_chain));
-    declare(&mut s, "map", "no-endpoint-services", IPS, &ips(&dead, &reject));
-    declare(&mut s, "map", "no-endpoint-nodeports", PORTS, &nodeports(&dead, &reject));
+    let set = |kind, name: &str, ty, elements| SetDecl { kind, name: name.to_string(), ty, elements };
+    let sets = vec![
+        set("set", "node-addresses", "ipv4_addr", node_addresses.iter().map(Ipv4Addr::to_string).collect()),
+        set("map", "service-ips", IPS, ips(&live, &service_chain)),
+        set("map", "service-nodeports", PORTS, nodeports(&live, &service_chain)),
+        set("map", "no-endpoint-services", IPS, ips(&dead, &reject)),
+        set("map", "no-endpoint-nodeports", PORTS, nodeports(&dead, &reject)),
+    ];
 
-    chain(&mut s, "reject-service", None, &["meta l4proto tcp reject with tcp reset", "reject"]);
+    let chain = |name: &str, base, rules: &[&str]| ChainDecl {
+        name: name.to_string(),
+        base,
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+    };
     let check_ips = "ct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services";
     let check_ports = "ct state new ip daddr @node-addresses meta l4proto . th dport vmap @no-endpoint-nodeports";
-    chain(&mut s, "filter-input", Some("filter hook input priority -110"), &[check_ports]);
-    chain(&mut s, "filter-forward", Some("filter hook forward priority -110"), &[check_ips]);
-    chain(&mut s, "filter-output", Some("filter hook output priority -110"), &[check_ips]);
-    chain(
-        &mut s,
-        "services",
-        None,
-        &[
-            "ip daddr . meta l4proto . th dport vmap @service-ips",
-            "ip daddr @node-addresses meta l4proto . th dport vmap @service-nodeports",
-        ],
-    );
-    chain(&mut s, "nat-prerouting", Some("nat hook prerouting priority dstnat"), &["jump services"]);
-    chain(&mut s, "nat-output", Some("nat hook output priority -100"), &["jump services"]);
     let masq = format!(
         "meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade fully-random"
     );
-    chain(&mut s, "nat-postrouting", Some("nat hook postrouting priority srcnat"), &[&masq]);
-
+    let mut chains = vec![
+        chain("reject-service", None, &["meta l4proto tcp reject with tcp reset", "reject"]),
+        chain("filter-input", Some("filter hook input priority -110"), &[check_ports]),
+        chain("filter-forward", Some("filter hook forward priority -110"), &[check_ips]),
+        chain("filter-output", Some("filter hook output priority -110"), &[check_ips]),
+        chain(
+            "services",
+            None,
+            &[
+                "ip daddr . meta l4proto . th dport vmap @service-ips",
+                "ip daddr @node-addresses meta l4proto . th dport vmap @service-nodeports",
+            ],
+        ),
+        chain("nat-prerouting", Some("nat hook prerouting priority dstnat"), &["jump services"]),
+        chain("nat-output", Some("nat hook output priority -100"), &["jump services"]),
+        chain("nat-postrouting", Some("nat hook postrouting priority srcnat"), &[&masq]),
+    ];
     for p in &live {
         let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
         let choices: Vec<String> =
             p.endpoints.iter().enumerate().map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(p, *ep))).collect();
         let pick = format!("numgen random mod {} vmap {{ {} }}", p.endpoints.len(), choices.join(", "));
-        chain(&mut s, &service_chain(p), None, &[&mark, &pick]);
+        chains.push(chain(&service_chain(p), None, &[&mark, &pick]));
         for (ip, port) in &p.endpoints {
             let dnat = format!("meta l4proto {} dnat ip to {ip}:{port}", p.protocol.as_str());
-            chain(&mut s, &endpoint_chain(p, (*ip, *port)), None, &[&dnat]);
+            chains.push(chain(&endpoint_chain(p, (*ip, *port)), None, &[&dnat]));
         }
     }
-    // The caller's wrapper adds the closing brace on its own line.
-    s.truncate(s.trim_end().len());
-    s
+    Ruleset { sets, chains }
+}
+
+impl Ruleset {
+    /// The table's body in nft's declarative syntax, for a whole-table replace.
+    pub fn body(&self) -> String {
+        let mut s = String::new();
+        for set in &self.sets {
+            let _ = writeln!(s, "{} {} {{\n\ttype {}", set.kind, set.name, set.ty);
+            if !set.elements.is_empty() {
+                let _ = writeln!(s, "\telements = {{\n\t\t{}\n\t}}", set.elements.join(",\n\t\t"));
+            }
+            s.push_str("}\n");
+        }
+        for chain in &self.chains {
+            let _ = writeln!(s, "chain {} {{", chain.name);
+            if let Some(base) = chain.base {
+                let _ = writeln!(s, "\ttype {base}; policy accept;");
+            }
+            for rule in &chain.rules {
+                let _ = writeln!(s, "\t{rule}");
+            }
+            s.push_str("}\n");
+        }
+        // The caller's wrapper adds the closing brace on its own line.
+        s.truncate(s.trim_end().len());
+        s
+    }
+
+    /// A script that turns table `family table`, whose chains are now `existing`, into this
+    /// ruleset in one transaction without replacing the table: declarations are `add`ed (a no-op
+    /// for what exists), every chain, set and map is flushed and refilled, and chains that are
+    /// no longer wanted are flushed and then deleted (after the maps and rules that jumped to
+    /// them are gone). Base chains are never deleted, so their netfilter hooks stay registered
+    /// and no packet can pass while the NAT chains are away.
+    pub fn sync_script(&self, family: &str, table: &str, existing: &[String]) -> String {
+        let t = format!("{family} {table}");
+        let mut s = format!("add table {t}\n");
+        for set in &self.sets {
+            let _ = writeln!(s, "add {} {t} {} {{ type {}; }}", set.kind, set.name, set.ty);
+        }
+        for chain in &self.chains {
+            match chain.base {
+                Some(base) => {
+                    let _ = writeln!(s, "add chain {t} {} {{ type {base}; policy accept; }}", chain.name);
+                }
+                None => {
+                    let _ = writeln!(s, "add chain {t} {}", chain.name);
+                }
+            }
+        }
+        for chain in &self.chains {
+            let _ = writeln!(s, "flush chain {t} {}", chain.name);
+        }
+        for set in &self.sets {
+            let _ = writeln!(s, "flush {} {t} {}", set.kind, set.name);
+        }
+        for set in self.sets.iter().filter(|set| !set.elements.is_empty()) {
+            let _ = writeln!(s, "add element {t} {} {{ {} }}", set.name, set.elements.join(", "));
+        }
+        for chain in &self.chains {
+            for rule in &chain.rules {
+                let _ = writeln!(s, "add rule {t} {} {rule}", chain.name);
+            }
+        }
+        let wanted: BTreeSet<&str> = self.chains.iter().map(|c| c.name.as_str()).collect();
+        let stale: Vec<&String> = existing.iter().filter(|c| !wanted.contains(c.as_str())).collect();
+        for name in &stale {
+            let _ = writeln!(s, "flush chain {t} {name}");
+        }
+        for name in &stale {
+            let _ = writeln!(s, "delete chain {t} {name}");
+        }
+        s
+    }
 }
 
 fn ready_endpoints(eps: &Endpoints, port_name: &str, protocol: Protocol) -> Vec<(Ipv4Addr, u16)> {
@@ -218,25 +328,6 @@ fn service_chain(p: &ServicePort) -> String {
 
 fn endpoint_chain(p: &ServicePort, (ip, port): (Ipv4Addr, u16)) -> String {
     format!("ep/{}/{}/{}/{}/{ip}/{port}", p.namespace, p.service, p.protocol.as_str(), p.port)
-}
-
-fn declare(s: &mut String, what: &str, name: &str, ty: &str, elements: &[String]) {
-    let _ = writeln!(s, "{what} {name} {{\n\ttype {ty}");
-    if !elements.is_empty() {
-        let _ = writeln!(s, "\telements = {{\n\t\t{}\n\t}}", elements.join(",\n\t\t"));
-    }
-    s.push_str("}\n");
-}
-
-fn chain(s: &mut String, name: &str, base: Option<&str>, rules: &[&str]) {
-    let _ = writeln!(s, "chain {name} {{");
-    if let Some(base) = base {
-        let _ = writeln!(s, "\ttype {base}; policy accept;");
-    }
-    for rule in rules {
-        let _ = writeln!(s, "\t{rule}");
-    }
-    s.push_str("}\n");
 }
 
 #[cfg(test)]
@@ -474,5 +565,70 @@ chain ep/default/web/tcp/80/10.244.0.3/8080 {
         std::fs::write(&path, script).unwrap();
         let out = std::process::Command::new("unshare").arg("-n").arg("nft").arg("-f").arg(&path).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Changing the table in place gives the same table as replacing it, and keeps the base
+    /// chains (their handles, hence their hook registrations) as they were. In a private
+    /// network namespace (`unshare -n`), so the host's ruleset is never touched.
+    #[test]
+    fn an_in_place_sync_matches_a_replace_and_keeps_the_base_chains_as_root() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: needs root for nftables");
+            return;
+        }
+        let (services, eps) = fixture();
+        let addrs = ["192.0.2.10".parse().unwrap()];
+        let first = ruleset(&service_ports(&services, &eps), &addrs);
+        // the second state: web's ready endpoints collapse to one new pod (10.244.0.9)
+        let (services2, mut eps2) = fixture();
+        for ep in &mut eps2 {
+            for subset in ep.subsets.iter_mut().flatten() {
+                for address in subset.addresses.iter_mut().flatten() {
+                    address.ip = "10.244.0.9".to_string();
+                }
+            }
+        }
+        let second = ruleset(&service_ports(&services2, &eps2), &addrs);
+        assert_ne!(first, second);
+        let table = "flotilla-svc-sync";
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let create = write("create.nft", &runtime::network::nft::table_script("inet", table, &first.body()));
+        let existing: Vec<String> = first.chains.iter().map(|c| c.name.clone()).collect();
+        let sync = write("sync.nft", &second.sync_script("inet", table, &existing));
+        let replace = write("replace.nft", &runtime::network::nft::table_script("inet", table, &second.body()));
+        let script = format!(
+            "set -e; nft -f {create}; nft -a list table inet {table}; echo ===; nft -f {sync}; nft -a list table inet {table}; \
+             echo ===; nft -f {replace}; nft list table inet {table}"
+        );
+        let out = std::process::Command::new("unshare").args(["-n", "sh", "-c", &script]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+        let parts: Vec<&str> = stdout.split("===\n").collect();
+        assert_eq!(parts.len(), 3, "{stdout}");
+        let handle = |listing: &str, chain: &str| {
+            listing.lines().find(|l| l.trim().starts_with(&format!("chain {chain} {{"))).map(str::to_string)
+        };
+        for base in ["nat-prerouting", "nat-output", "nat-postrouting", "filter-input"] {
+            let before = handle(parts[0], base);
+            assert!(before.is_some(), "{base} missing: {}", parts[0]);
+            assert_eq!(before, handle(parts[1], base), "{base} was replaced");
+        }
+        // without handles, the synced table and the replaced one hold the same lines
+        let strip = |listing: &str| -> Vec<String> {
+            let mut lines: Vec<String> = listing
+                .lines()
+                .map(|l| l.split(" # handle").next().unwrap_or("").trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(strip(parts[1]), strip(parts[2]));
+        assert!(!parts[1].contains("10.244.0.2"), "a stale endpoint chain is left: {}", parts[1]);
     }
 }

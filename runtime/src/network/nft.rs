@@ -6,6 +6,11 @@
 //! half-applied table. The `nft` command is used rather than a netlink nftables library because
 //! its text syntax is what people debug with, and the script we send is what `nft list table`
 //! shows back.
+//!
+//! An owner whose table carries live traffic (the service proxy) can instead change it in
+//! place with [`apply_script`]: flushing and refilling chains and maps inside one transaction
+//! keeps the base chains' hooks registered throughout, where replacing the table unregisters
+//! and registers them again.
 
 use std::process::Stdio;
 
@@ -29,6 +34,26 @@ pub async fn apply_table(family: &str, name: &str, body: &str) -> Result<(), Nft
     check_name("table", name)?;
     let script = table_script(family, name, body);
     exec(&format!("{family} {name}"), &["-f", "-"], Some(&script)).await.map(drop)
+}
+
+/// Runs an nft script (commands such as `add element`, `flush chain`) for table `family name`
+/// in one transaction: all of it applies or none of it does.
+pub async fn apply_script(family: &str, name: &str, script: &str) -> Result<(), NftError> {
+    check_name("family", family)?;
+    check_name("table", name)?;
+    exec(&format!("{family} {name}"), &["-f", "-"], Some(script)).await.map(drop)
+}
+
+/// The names of the chains in `nft list table` output, unquoted.
+pub fn chain_names(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("chain ")?;
+            let name = rest.strip_suffix('{')?.trim();
+            Some(name.trim_matches('"').to_string())
+        })
+        .collect()
 }
 
 /// Deletes table `family name`; returns whether it existed.
@@ -124,6 +149,13 @@ mod tests {
         for good in ["inet", "flotilla-1a2b3c4d", "flotilla_docker"] {
             assert!(check_name("table", good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn chain_names_are_read_from_a_listing() {
+        let listing = "table inet t {\n\tmap m {\n\t\ttype inet_service : verdict\n\t}\n\n\tchain nat-output {\n\t\ttype nat hook output priority -100; policy accept;\n\t}\n\n\tchain svc/default/web/tcp/80 {\n\t}\n\tchain \"odd name\" {\n\t}\n}\n";
+        assert_eq!(chain_names(listing), ["nat-output", "svc/default/web/tcp/80", "odd name"]);
+        assert!(chain_names("").is_empty());
     }
 
     #[tokio::test]
