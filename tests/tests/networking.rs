@@ -177,7 +177,17 @@ fn http_client() -> reqwest::Client {
 }
 
 async fn fetch(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    let resp = http.get(url).send().await.map_err(|e| format!("{e:#}"))?;
+    let started = std::time::Instant::now();
+    let resp = http.get(url).send().await.map_err(|e| {
+        // reqwest's message stops at "error sending request": the cause is in the chain
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        format!("{message} (after {} ms)", started.elapsed().as_millis())
+    })?;
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status()));
     }
@@ -332,7 +342,6 @@ async fn a_machine_cut_off_has_its_pods_replaced_and_the_service_keeps_answering
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: loses about 1 request in 30 000 during the update on a loaded 2-core machine (connection error through a NodePort); issue 7 stays open for it — run with --ignored"]
 async fn a_rolling_update_behind_a_service_loses_no_request() {
     let test = "a_rolling_update_behind_a_service_loses_no_request";
     let Some((c, image)) = cluster(test, "") else { return };
