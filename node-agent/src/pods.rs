@@ -1,6 +1,8 @@
 //! One pod on this node: a worker task that reconciles it, level-triggered, whenever the pod
-//! changes and every second: sandbox, references, images, volumes, containers (created, started,
-//! restarted with back-off, killed on liveness failure), probes, and the pod's status. On
+//! changes and every second: sandbox, references, images, volumes, init containers (one after
+//! the other, each to a successful exit, before any other container starts), containers
+//! (created, started, restarted with back-off, killed on liveness failure), probes, and the
+//! pod's status. On
 //! graceful deletion it stops the containers within the grace period and deletes the pod object;
 //! when the pod is gone it removes whatever is left.
 //!
@@ -64,6 +66,16 @@ pub struct PodRecord {
     pub start_time: Option<Timestamp>,
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// `spec.initContainers` by name; one that exited 0 is `done` and never runs again.
+    #[serde(default)]
+    pub init_containers: BTreeMap<String, ContainerRecord>,
+}
+
+impl ContainerRecord {
+    /// Ended with exit code 0 and is not to run again: a completed init container.
+    pub fn completed(&self) -> bool {
+        self.done && self.last.as_ref().is_some_and(|t| t.exit_code == 0)
+    }
 }
 
 /// One container of a [`PodRecord`].
@@ -122,6 +134,12 @@ pub fn backoff_delay(level: u32) -> Duration {
     }
     let factor = 1u32.checked_shl(level - 1).unwrap_or(u32::MAX);
     INITIAL_BACKOFF.checked_mul(factor).map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))
+}
+
+/// The restart policy of init containers under the pod's `policy`: a failed one runs again
+/// unless the pod's policy is Never, and one that succeeded never does.
+pub fn init_restart_policy(policy: &str) -> &'static str {
+    if policy == "Never" { "Never" } else { "OnFailure" }
 }
 
 /// Whether a container that ended with `exit_code` is started again under `policy`.
@@ -280,11 +298,18 @@ impl Worker {
             self.record.start_time = Some(Timestamp::now());
         }
         if self.prepare(pod).await {
+            let inits = pod.spec.as_ref().and_then(|s| s.init_containers.clone()).unwrap_or_default();
             let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-            for container in &containers {
-                self.sync_container(pod, container).await;
+            if self.sync_init_containers(pod, &inits).await {
+                for container in &containers {
+                    self.sync_container(pod, container, false).await;
+                }
+                self.run_probes(pod, &containers).await;
+            } else {
+                for container in &containers {
+                    self.waiting.insert(container.name.clone(), ("PodInitializing".to_string(), None));
+                }
             }
-            self.run_probes(pod, &containers).await;
         }
         if self.record != before {
             self.save();
@@ -355,10 +380,31 @@ impl Worker {
         true
     }
 
-    async fn sync_container(&mut self, pod: &Pod, container: &Container) {
+    /// Runs the init containers in order, each to completion; true once all have completed.
+    async fn sync_init_containers(&mut self, pod: &Pod, inits: &[Container]) -> bool {
+        for init in inits {
+            if self.record.init_containers.get(&init.name).is_some_and(ContainerRecord::completed) {
+                continue;
+            }
+            self.sync_container(pod, init, true).await;
+            if !self.record.init_containers.get(&init.name).is_some_and(ContainerRecord::completed) {
+                // running, waiting for its back-off, or failed for good (restartPolicy Never)
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The records of init containers (`init`) or of the pod's containers.
+    fn records(&mut self, init: bool) -> &mut BTreeMap<String, ContainerRecord> {
+        if init { &mut self.record.init_containers } else { &mut self.record.containers }
+    }
+
+    async fn sync_container(&mut self, pod: &Pod, container: &Container, init: bool) {
         let name = container.name.clone();
-        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".to_string());
-        let mut rec = self.record.containers.get(&name).cloned().unwrap_or_default();
+        let pod_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".to_string());
+        let policy = if init { init_restart_policy(&pod_policy).to_string() } else { pod_policy };
+        let mut rec = self.records(init).get(&name).cloned().unwrap_or_default();
 
         if let Some(id) = rec.id.clone() {
             let runtime = self.ctx.runtime.clone();
@@ -368,17 +414,17 @@ impl Worker {
                 Ok(Ok(st)) if st.status == Status::Running => {
                     rec.image_id = st.image.clone();
                     self.waiting.remove(&name);
-                    if !self.probes.contains_key(&name) {
+                    if !init && !self.probes.contains_key(&name) {
                         let probes = new_probes(container, self.ctx.runtime.root(), Some(&st.image));
                         self.probes.insert(name.clone(), probes);
                     }
-                    self.record.containers.insert(name, rec);
+                    self.records(init).insert(name, rec);
                     return;
                 }
                 Ok(Ok(st)) if st.status == Status::Created => {
                     // Created but never started (the agent stopped in between): start it now.
-                    self.start(pod, container, &mut rec, &id).await;
-                    self.record.containers.insert(name, rec);
+                    self.start(pod, container, &mut rec, &id, init).await;
+                    self.records(init).insert(name, rec);
                     return;
                 }
                 other => {
@@ -426,7 +472,7 @@ impl Worker {
 
         if rec.done {
             self.waiting.remove(&name);
-            self.record.containers.insert(name, rec);
+            self.records(init).insert(name, rec);
             return;
         }
         if let Some(after) = rec.restart_after {
@@ -445,15 +491,15 @@ impl Worker {
                     self.reported_backoff.insert(name.clone(), after);
                     self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "BackOff", &format!("Back-off restarting failed container {name} in pod {pod_name}")).await;
                 }
-                self.record.containers.insert(name, rec);
+                self.records(init).insert(name, rec);
                 return;
             }
         }
-        self.create_and_start(pod, container, &mut rec).await;
-        self.record.containers.insert(name, rec);
+        self.create_and_start(pod, container, &mut rec, init).await;
+        self.records(init).insert(name, rec);
     }
 
-    async fn create_and_start(&mut self, pod: &Pod, container: &Container, rec: &mut ContainerRecord) {
+    async fn create_and_start(&mut self, pod: &Pod, container: &Container, rec: &mut ContainerRecord, init: bool) {
         let name = container.name.clone();
         let image = container.image.clone().unwrap_or_default();
         if !self.ensure_image(pod, container, &image).await {
@@ -499,10 +545,10 @@ impl Worker {
         rec.restart_count = restart_count;
         rec.restart_after = None;
         // Recorded before it starts: an agent restarted from here on adopts it.
-        self.record.containers.insert(name.clone(), rec.clone());
+        self.records(init).insert(name.clone(), rec.clone());
         self.save();
         self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Created", &format!("Created container: {name}")).await;
-        self.start(pod, container, rec, &id).await;
+        self.start(pod, container, rec, &id, init).await;
     }
 
     async fn create_failed(&mut self, pod: &Pod, name: &str, rec: &mut ContainerRecord, message: String) {
@@ -512,7 +558,7 @@ impl Worker {
         rec.backoff_level = rec.backoff_level.saturating_add(1);
     }
 
-    async fn start(&mut self, pod: &Pod, container: &Container, rec: &mut ContainerRecord, id: &str) {
+    async fn start(&mut self, pod: &Pod, container: &Container, rec: &mut ContainerRecord, id: &str, init: bool) {
         let name = container.name.clone();
         let runtime = self.ctx.runtime.clone();
         let start_id = id.to_string();
@@ -530,8 +576,10 @@ impl Worker {
                     }
                 }
                 self.waiting.remove(&name);
-                let probes = new_probes(container, self.ctx.runtime.root(), image_id.as_deref());
-                self.probes.insert(name.clone(), probes);
+                if !init {
+                    let probes = new_probes(container, self.ctx.runtime.root(), image_id.as_deref());
+                    self.probes.insert(name.clone(), probes);
+                }
                 self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Started", &format!("Started container {name}")).await;
             }
             Ok(Err(e)) => {
@@ -643,6 +691,34 @@ impl Worker {
     }
 
     fn view(&self, pod: &Pod) -> PodView {
+        let inits = pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()).unwrap_or(&[]);
+        let init_views = inits
+            .iter()
+            .map(|c| {
+                let rec = self.record.init_containers.get(&c.name).cloned().unwrap_or_default();
+                let running = rec.id.is_some() && !self.waiting.contains_key(&c.name);
+                let state = if running {
+                    let started_at = self.started_at(rec.id.as_deref()).unwrap_or_else(Timestamp::now);
+                    Observed::Running { started_at }
+                } else if rec.done {
+                    rec.last.clone().map(Observed::Terminated).unwrap_or(Observed::Waiting { reason: "PodInitializing".into(), message: None })
+                } else {
+                    let (reason, message) = self.waiting.get(&c.name).cloned().unwrap_or(("PodInitializing".to_string(), None));
+                    Observed::Waiting { reason, message }
+                };
+                ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    image_id: rec.image_id.clone(),
+                    container_id: rec.id.clone().or_else(|| rec.last.as_ref().and_then(|l| l.container_id.clone())),
+                    last: if rec.done { None } else { rec.last.clone() },
+                    ready: rec.completed(),
+                    started: running,
+                    state,
+                    restart_count: rec.restart_count,
+                }
+            })
+            .collect();
         let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
         let views = containers
             .iter()
@@ -674,7 +750,13 @@ impl Worker {
                 }
             })
             .collect();
-        PodView { containers: views, host_ip: self.ctx.node_ip.clone(), pod_ip: self.pod_ip.map(|ip| ip.to_string()), start_time: self.record.start_time }
+        PodView {
+            init_containers: init_views,
+            containers: views,
+            host_ip: self.ctx.node_ip.clone(),
+            pod_ip: self.pod_ip.map(|ip| ip.to_string()),
+            start_time: self.record.start_time,
+        }
     }
 
     fn started_at(&self, id: Option<&str>) -> Option<Timestamp> {
@@ -742,7 +824,7 @@ impl Worker {
         let runtime = self.ctx.runtime.clone();
         let short: String = self.uid.chars().take(8).collect();
         let mut ids: Vec<(String, String)> = Vec::new();
-        for (name, rec) in &self.record.containers {
+        for (name, rec) in self.record.containers.iter().chain(&self.record.init_containers) {
             ids.extend(rec.id.iter().chain(rec.previous_id.iter()).map(|id| (name.clone(), id.clone())));
         }
         let listed = {
@@ -806,6 +888,7 @@ impl Worker {
             tracing::warn!(error = %e, "cannot remove the pod's network namespace");
         }
         self.record.containers.clear();
+        self.record.init_containers.clear();
         self.probes.clear();
         self.netns = None;
         tracing::info!(uid = %self.uid, "removed the pod's containers and sandbox");
@@ -841,6 +924,15 @@ mod tests {
         let secs: Vec<u64> = (0..9).map(|l| backoff_delay(l).as_secs()).collect();
         assert_eq!(secs, vec![0, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(backoff_delay(1000), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn init_containers_restart_on_failure_unless_the_pod_says_never() {
+        assert_eq!(init_restart_policy("Always"), "OnFailure");
+        assert_eq!(init_restart_policy("OnFailure"), "OnFailure");
+        assert_eq!(init_restart_policy("Never"), "Never");
+        assert!(!should_restart(init_restart_policy("Always"), 0));
+        assert!(should_restart(init_restart_policy("Always"), 1));
     }
 
     #[test]
@@ -884,7 +976,17 @@ mod tests {
                     done: false,
                 },
             )]),
+            init_containers: BTreeMap::from([(
+                "init".to_string(),
+                ContainerRecord {
+                    previous_id: Some("i1".into()),
+                    last: Some(Terminated { exit_code: 0, reason: "Completed".into(), message: None, started_at: None, finished_at: None, container_id: Some("i1".into()) }),
+                    done: true,
+                    ..Default::default()
+                },
+            )]),
         };
+        assert!(record.init_containers["init"].completed() && !record.containers["app"].completed());
         save_record(dir.path(), &record).expect("save");
         assert_eq!(load_record(dir.path()).expect("load"), Some(record));
         std::fs::write(dir.path().join("state.json"), b"{not json").expect("write");

@@ -122,7 +122,7 @@ pub fn find_container(data_dir: &FsPath, namespace: &str, pod: &str, container: 
         if record.namespace != namespace || record.name != pod {
             continue;
         }
-        let rec = record.containers.get(container)?;
+        let rec = record.containers.get(container).or_else(|| record.init_containers.get(container))?;
         return if previous { rec.previous_id.clone() } else { rec.id.clone().or_else(|| rec.previous_id.clone()) };
     }
     None

@@ -56,6 +56,8 @@ pub struct ContainerView {
 /// What the agent knows about the pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodView {
+    /// In the order of `spec.initContainers`.
+    pub init_containers: Vec<ContainerView>,
     /// In the order of `spec.containers`.
     pub containers: Vec<ContainerView>,
     pub host_ip: String,
@@ -108,6 +110,22 @@ pub fn pod_phase(restart_policy: &str, containers: &[ContainerView]) -> &'static
     "Pending"
 }
 
+/// The phase while init containers have not all completed, as kubelet's getPhase decides it:
+/// Failed once one failed for good (restartPolicy Never), else Pending.
+pub fn init_phase(restart_policy: &str, init_containers: &[ContainerView]) -> &'static str {
+    let failed = init_containers.iter().any(|c| matches!(&c.state, Observed::Terminated(t) if t.exit_code != 0));
+    if failed && restart_policy == "Never" { "Failed" } else { "Pending" }
+}
+
+/// The names of the init containers that have not completed (exited 0), in order.
+pub fn incomplete_init_containers(init_containers: &[ContainerView]) -> Vec<&str> {
+    init_containers
+        .iter()
+        .filter(|c| !matches!(&c.state, Observed::Terminated(t) if t.exit_code == 0))
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 /// The container status the API shows.
 pub fn container_status(c: &ContainerView) -> ContainerStatus {
     ContainerStatus {
@@ -154,7 +172,10 @@ fn api_state(state: &Observed) -> ContainerState {
 pub fn compute_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     let current = pod.status.as_ref();
     let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
-    let mut phase = pod_phase(restart_policy, &view.containers);
+    let incomplete = incomplete_init_containers(&view.init_containers);
+    let initialized = incomplete.is_empty();
+    let mut phase =
+        if initialized { pod_phase(restart_policy, &view.containers) } else { init_phase(restart_policy, &view.init_containers) };
     if let Some(old @ ("Succeeded" | "Failed")) = current.and_then(|s| s.phase.as_deref()) {
         phase = if old == "Succeeded" { "Succeeded" } else { "Failed" };
     }
@@ -174,6 +195,10 @@ pub fn compute_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
         };
         let (reason, message) = match (type_, ok) {
             ("ContainersReady" | "Ready", false) => (not_ready_reason.clone(), not_ready_message.clone()),
+            ("Initialized", false) => (
+                Some("ContainersNotInitialized".to_string()),
+                Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+            ),
             ("Initialized" | "PodScheduled", true) if phase == "Succeeded" || phase == "Failed" => (Some("PodCompleted".to_string()), None),
             _ => (None, None),
         };
@@ -181,7 +206,7 @@ pub fn compute_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     };
     let conditions = vec![
         condition("PodReadyToStartContainers", true),
-        condition("Initialized", true),
+        condition("Initialized", initialized),
         condition("Ready", all_ready),
         condition("ContainersReady", all_ready),
         condition("PodScheduled", true),
@@ -196,6 +221,8 @@ pub fn compute_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     status.pod_ips = view.pod_ip.as_ref().map(|ip| vec![PodIP { ip: ip.clone() }]);
     status.start_time = view.start_time.map(|t| Time(seconds(t))).or(status.start_time);
     status.container_statuses = Some(view.containers.iter().map(container_status).collect());
+    status.init_container_statuses =
+        (!view.init_containers.is_empty()).then(|| view.init_containers.iter().map(container_status).collect());
     status.qos_class = status.qos_class.or_else(|| Some(qos_class(pod).to_string()));
     status
 }
@@ -302,7 +329,7 @@ mod tests {
 
     #[test]
     fn ready_conditions_and_container_status() {
-        let view = PodView { containers: vec![running("app", true)], host_ip: "10.0.0.1".into(), pod_ip: None, start_time: Some(ts(50)) };
+        let view = PodView { init_containers: vec![], containers: vec![running("app", true)], host_ip: "10.0.0.1".into(), pod_ip: None, start_time: Some(ts(50)) };
         let s = compute_status(&pod("Always"), &view, ts(200));
         assert_eq!(s.phase.as_deref(), Some("Running"));
         let ready = s.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).expect("ready");
@@ -319,12 +346,12 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_status_holds() {
-        let view = PodView { containers: vec![running("app", true)], host_ip: "h".into(), pod_ip: None, start_time: None };
+        let view = PodView { init_containers: vec![], containers: vec![running("app", true)], host_ip: "h".into(), pod_ip: None, start_time: None };
         let mut p = pod("Always");
         p.status = Some(compute_status(&p, &view, ts(200)));
         let again = compute_status(&p, &view, ts(300));
         assert!(!needs_write(p.status.as_ref(), &again), "nothing changed, nothing to write");
-        let unready = PodView { containers: vec![running("app", false)], ..view };
+        let unready = PodView { init_containers: vec![], containers: vec![running("app", false)], ..view };
         let changed = compute_status(&p, &unready, ts(400));
         assert!(needs_write(p.status.as_ref(), &changed));
         let cond = |s: &PodStatus, t: &str| s.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == t).cloned()).expect("condition");
@@ -343,7 +370,57 @@ mod tests {
 
         let mut p = pod("Never");
         p.status = Some(PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
-        let view = PodView { containers: vec![running("app", true)], host_ip: "h".into(), pod_ip: None, start_time: None };
+        let view = PodView { init_containers: vec![], containers: vec![running("app", true)], host_ip: "h".into(), pod_ip: None, start_time: None };
         assert_eq!(compute_status(&p, &view, ts(1)).phase.as_deref(), Some("Succeeded"));
+    }
+
+    #[test]
+    fn init_containers_hold_the_pod_pending_until_all_completed() {
+        let waiting = |name: &str, reason: &str| ContainerView {
+            state: Observed::Waiting { reason: reason.into(), message: None },
+            ready: false,
+            started: false,
+            ..running(name, false)
+        };
+        let done = |name: &str, code: i32| ContainerView {
+            state: Observed::Terminated(terminated(code)),
+            ready: code == 0,
+            started: false,
+            ..running(name, false)
+        };
+        let condition = |s: &PodStatus, type_: &str| {
+            s.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == type_)).cloned().expect("condition")
+        };
+        // the first init container runs, the second waits, the app waits for them
+        let view = PodView {
+            init_containers: vec![running("init-a", false), waiting("init-b", "PodInitializing")],
+            containers: vec![waiting("app", "PodInitializing")],
+            host_ip: "h".into(),
+            pod_ip: None,
+            start_time: None,
+        };
+        let s = compute_status(&pod("Always"), &view, ts(10));
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        let init = condition(&s, "Initialized");
+        assert_eq!(init.status, "False");
+        assert_eq!(init.reason.as_deref(), Some("ContainersNotInitialized"));
+        assert_eq!(init.message.as_deref(), Some("containers with incomplete status: [init-a init-b]"));
+        assert_eq!(s.init_container_statuses.as_ref().map(Vec::len), Some(2));
+
+        // both completed: initialized, and the phase is the containers' again
+        let view = PodView { init_containers: vec![done("init-a", 0), done("init-b", 0)], containers: vec![running("app", true)], ..view };
+        let s = compute_status(&pod("Always"), &view, ts(20));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(condition(&s, "Initialized").status, "True");
+        let statuses = s.init_container_statuses.expect("init statuses");
+        assert!(statuses.iter().all(|c| c.ready && c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some()));
+
+        // a failed init container: Failed under Never, Pending (it is retried) otherwise
+        let failed = PodView { init_containers: vec![done("init-a", 1), waiting("init-b", "PodInitializing")], ..view };
+        assert_eq!(compute_status(&pod("Never"), &failed, ts(30)).phase.as_deref(), Some("Failed"));
+        assert_eq!(compute_status(&pod("OnFailure"), &failed, ts(30)).phase.as_deref(), Some("Pending"));
+        // no init containers: no initContainerStatuses
+        let plain = PodView { init_containers: vec![], ..failed };
+        assert!(compute_status(&pod("Always"), &plain, ts(40)).init_container_statuses.is_none());
     }
 }

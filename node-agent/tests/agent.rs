@@ -372,15 +372,99 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     })
     .await;
 
+    // Init containers run one after the other, each to a successful exit (init-b fails once and
+    // is run again), before the app container starts; they share the pod's volumes.
+    let initialized: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "initialized", "namespace": "default"},
+        "spec": {
+            "nodeName": node_name,
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [
+                {"name": "init-a", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh", "-c", "echo a >> /work/order; echo init-a ran"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                {"name": "init-b", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh", "-c", "test -f /work/tried || { echo > /work/tried; exit 1; }; echo b >> /work/order"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+            ],
+            "containers": [{
+                "name": "app", "image": IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "cat /work/order; exec sleep 3600"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]
+            }]
+        }
+    }))
+    .expect("pod json");
+    let initialized_uid = pods.create(&PostParams::default(), &initialized).await.expect("create pod").metadata.uid.expect("uid");
+    agent.pod_uids.push(initialized_uid.clone());
+    let condition = |p: &Pod, type_: &str| {
+        p.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_)).map(|c| c.status.clone())
+    };
+    let done = wait_for("the initialized pod to be Running", Duration::from_secs(60), async || {
+        let p = pods.get("initialized").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running") && condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&done, "Initialized").as_deref(), Some("True"));
+    let inits = done.status.as_ref().and_then(|s| s.init_container_statuses.clone()).expect("initContainerStatuses");
+    let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["init-a", "init-b"]);
+    for init in &inits {
+        let terminated = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("terminated");
+        assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (0, Some("Completed")), "{init:?}");
+        assert!(init.ready, "{init:?}");
+    }
+    assert_eq!((inits[0].restart_count, inits[1].restart_count), (0, 1));
+    let app_log = https.get(format!("https://localhost:{port}/containerLogs/default/initialized/app")).send().await.expect("logs");
+    assert_eq!(app_log.text().await.expect("body"), "a\nb\n", "the app did not see both init containers' work, in order");
+    let init_log = https.get(format!("https://localhost:{port}/containerLogs/default/initialized/init-a")).send().await.expect("logs");
+    assert_eq!(init_log.text().await.expect("body"), "init-a ran\n");
+
+    // With restartPolicy Never a failed init container fails the pod; the app never starts.
+    let failing: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "init-fails", "namespace": "default"},
+        "spec": {
+            "nodeName": node_name,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "initContainers": [{"name": "init", "image": IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c", "exit 5"]}],
+            "containers": [{"name": "app", "image": IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]
+        }
+    }))
+    .expect("pod json");
+    let failing_uid = pods.create(&PostParams::default(), &failing).await.expect("create pod").metadata.uid.expect("uid");
+    agent.pod_uids.push(failing_uid.clone());
+    let failed = wait_for("the init-fails pod to be Failed", Duration::from_secs(60), async || {
+        let p = pods.get("init-fails").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&failed, "Initialized").as_deref(), Some("False"));
+    let status = failed.status.clone().unwrap_or_default();
+    let init = status.init_container_statuses.as_ref().and_then(|c| c.first()).and_then(|c| c.state.as_ref()?.terminated.clone());
+    assert_eq!(init.map(|t| t.exit_code), Some(5));
+    let app = status.container_statuses.as_ref().and_then(|c| c.first()).and_then(|c| c.state.as_ref()?.waiting.clone());
+    assert_eq!(app.and_then(|w| w.reason).as_deref(), Some("PodInitializing"));
+    let failing_record = node_agent::pods::load_record(&node_agent::pods::pod_dir(agent.data.path(), &failing_uid)).expect("state").expect("record");
+    assert!(!failing_record.containers.contains_key("app"), "the app container was created: {failing_record:?}");
+
     let params = DeleteParams { grace_period_seconds: Some(5), ..Default::default() };
     pods.delete("sleeper", &params).await.expect("delete pod");
     pods.delete("crasher", &params).await.expect("delete pod");
-    for name in ["crasher", "sleeper"] {
+    pods.delete("initialized", &params).await.expect("delete pod");
+    pods.delete("init-fails", &params).await.expect("delete pod");
+    for name in ["crasher", "sleeper", "initialized", "init-fails"] {
         wait_for("the pods to be gone", Duration::from_secs(60), async || pods.get_opt(name).await.ok().and_then(|p| p.is_none().then_some(()))).await;
     }
     wait_for("the pod's containers and sandbox to be removed", Duration::from_secs(30), async || {
         let netns = Path::new(node_agent::sandbox::NETNS_DIR);
-        let gone = agent.containers(true).is_empty() && !netns.join(&uid).exists() && !netns.join(&sleeper_uid).exists();
+        let gone = agent.containers(true).is_empty()
+            && [&uid, &sleeper_uid, &initialized_uid, &failing_uid].iter().all(|u| !netns.join(u.as_str()).exists());
         gone.then_some(())
     })
     .await;
