@@ -4,106 +4,17 @@
 //! elsewhere it prints a notice and passes. A guard kills the agent and removes its containers,
 //! network namespaces and mounts also when the test panics.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use api::client::{Api, Client, Config, DeleteParams, PostParams};
 use api::core::{Node, Pod};
 
 const IMAGE: &str = "local-test/busybox:1";
 
-struct Agent {
-    child: Option<Child>,
-    data: tempfile::TempDir,
-    ctl: PathBuf,
-    pod_uids: Vec<String>,
-    /// Names the node's bridge and nftables table, removed on drop.
-    node_name: String,
-}
-
-impl Agent {
-    fn runtime_root(&self) -> PathBuf {
-        self.data.path().join("runtime")
-    }
-
-    fn ctl(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
-        use std::io::Write;
-        let mut child = Command::new(&self.ctl)
-            .arg("--root")
-            .arg(self.runtime_root())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ctl");
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin).expect("write stdin");
-        }
-        child.wait_with_output().expect("wait for ctl")
-    }
-
-    fn containers(&self, all: bool) -> Vec<String> {
-        let args: &[&str] = if all { &["ps", "-a", "-q", "--no-trunc"] } else { &["ps", "-q", "--no-trunc"] };
-        let out = self.ctl(args, b"");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default();
-            eprintln!("--- the agent's log ---\n{log}--- end of the agent's log ---");
-        }
-        for id in self.containers(true) {
-            let _ = self.ctl(&["rm", "-f", &id], b"");
-        }
-        for uid in &self.pod_uids {
-            let _ = Command::new("ip").args(["link", "del", &node_agent::network::veth_name(uid)]).output();
-            let path = Path::new(node_agent::sandbox::NETNS_DIR).join(uid);
-            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_file(&path);
-        }
-        let _ = Command::new("ip").args(["link", "del", &node_agent::network::bridge_name(&self.node_name)]).output();
-        let _ = Command::new("nft").args(["delete", "table", "inet", &node_agent::network::table_name(&self.node_name)]).output();
-        // The Service table the agent's proxy made (a killed agent cannot remove it itself).
-        let _ = Command::new("nft").args(["delete", "table", "inet", &node_agent::proxy::table_name(&self.node_name)]).output();
-        // Whatever is still mounted under the data directory (overlays, volumes), deepest first.
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.data.path().to_string_lossy().into_owned();
-        let mut points: Vec<String> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(runtime::container::unescape_mountinfo)
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(Path::new(&p), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+mod common;
+use common::{free_port, wait_for, Agent};
 
 /// Runs a command in a container through the agent's exec endpoint (v5.channel.k8s.io), with
 /// `stdin` sent then closed; returns (stdout, stderr, the final Status).
@@ -164,13 +75,7 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     };
     let cluster = tests::Cluster::up(1).expect("cluster up");
     let node_name = format!("agent-test-{:08x}", rand::random::<u32>());
-    let mut agent = Agent {
-        child: None,
-        data: tempfile::Builder::new().prefix("flotilla-agent-test-").tempdir().expect("tempdir"),
-        ctl: tests::binary("ctl").expect("ctl binary"),
-        pod_uids: Vec::new(),
-        node_name: node_name.clone(),
-    };
+    let mut agent = Agent::new(&node_name);
 
     // The image: busybox and a few applets, imported into the agent's runtime root.
     let rootfs = agent.data.path().join("image-rootfs");

@@ -7,8 +7,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use api::client::{Api, Client, Config, DeleteParams, Patch, PatchParams, PostParams};
@@ -17,95 +17,8 @@ use node_agent::network;
 
 const IMAGE: &str = "local-test/busybox-net:1";
 
-/// Kills the agent and removes its containers, namespaces, mounts, bridge and table, also when
-/// the test panics.
-struct Agent {
-    child: Option<Child>,
-    data: tempfile::TempDir,
-    ctl: PathBuf,
-    node_name: String,
-    pod_uids: Vec<String>,
-}
-
-impl Agent {
-    fn runtime_root(&self) -> PathBuf {
-        self.data.path().join("runtime")
-    }
-
-    fn ctl(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
-        let mut child = Command::new(&self.ctl)
-            .arg("--root")
-            .arg(self.runtime_root())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ctl");
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin).expect("write stdin");
-        }
-        child.wait_with_output().expect("wait for ctl")
-    }
-
-    fn cleanup(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let out = self.ctl(&["ps", "-a", "-q", "--no-trunc"], b"");
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = self.ctl(&["rm", "-f", id], b"");
-        }
-        for uid in &self.pod_uids {
-            let _ = Command::new("ip").args(["link", "del", &network::veth_name(uid)]).output();
-            let path = Path::new(node_agent::sandbox::NETNS_DIR).join(uid);
-            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_file(&path);
-        }
-        let _ = Command::new("ip").args(["link", "del", &network::bridge_name(&self.node_name)]).output();
-        let _ = Command::new("nft").args(["delete", "table", "inet", &network::table_name(&self.node_name)]).output();
-        // The Service table the agent's proxy made (a killed agent cannot remove it itself).
-        let _ = Command::new("nft").args(["delete", "table", "inet", &node_agent::proxy::table_name(&self.node_name)]).output();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.data.path().to_string_lossy().into_owned();
-        let mut points: Vec<String> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(runtime::container::unescape_mountinfo)
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(Path::new(&p), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default();
-            eprintln!("--- the agent's log ---\n{log}--- end of the agent's log ---");
-        }
-        self.cleanup();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+mod common;
+use common::{free_port, wait_for, Agent};
 
 /// One HTTP GET over a plain TCP connection; the whole response, or why not.
 fn http_get(addr: &str) -> Result<String, String> {
@@ -163,13 +76,7 @@ async fn pods_get_addresses_reach_each_other_and_host_ports() {
     };
     let cluster = tests::Cluster::up(1).expect("cluster up");
     let node_name = format!("net-test-{:08x}", rand::random::<u32>());
-    let mut agent = Agent {
-        child: None,
-        data: tempfile::Builder::new().prefix("flotilla-net-test-").tempdir().expect("tempdir"),
-        ctl: tests::binary("ctl").expect("ctl binary"),
-        node_name: node_name.clone(),
-        pod_uids: Vec::new(),
-    };
+    let mut agent = Agent::new(&node_name);
 
     let rootfs = agent.data.path().join("image-rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
