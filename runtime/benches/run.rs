@@ -10,8 +10,15 @@
 //! round, so load from other work on the machine hits all of them alike.
 //!
 //! Everything it makes (containers of every tool, the temporary root, mounts) is removed by a
-//! guard, also when the bench panics. Knobs: `FLOTILLA_BENCH_RUNS` (rounds, default 50) and
-//! `FLOTILLA_BENCH_SECS` (time limit of the timed rounds, default 60).
+//! guard, also when the bench panics. Knobs: `FLOTILLA_BENCH_RUNS` (rounds, default 50),
+//! `FLOTILLA_BENCH_SECS` (time limit of the timed rounds, default 60) and
+//! `FLOTILLA_BENCH_GAP_MS` (a pause before every launch, default 0).
+//!
+//! Why a pause can matter: on cgroup v1, the first process to write a pid into `cgroup.procs`
+//! after a quiet spell waits for an RCU grace period (~13 ms here; the kernel's
+//! `cgroup_threadgroup_rwsem`), and a write soon after another one does not. Back to back, a
+//! tool may thus ride on the previous tool's write; with a gap of ~100 ms every launch starts
+//! cold, as a single command on a quiet machine does.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -89,6 +96,8 @@ struct Setup {
     /// hierarchy our runtime and runc use).
     crun_hide_unified: bool,
     prefix: String,
+    /// Pause before every launch (`FLOTILLA_BENCH_GAP_MS`).
+    gap: Duration,
 }
 
 fn bench() -> Result<(), String> {
@@ -113,6 +122,7 @@ fn bench() -> Result<(), String> {
     }
     let rounds: usize = env_number("FLOTILLA_BENCH_RUNS", 50);
     let budget = Duration::from_secs(env_number("FLOTILLA_BENCH_SECS", 60) as u64);
+    let gap = Duration::from_millis(env_number("FLOTILLA_BENCH_GAP_MS", 0) as u64);
 
     let dir = tempfile::Builder::new()
         .prefix("flotilla-run-bench-")
@@ -156,7 +166,7 @@ fn bench() -> Result<(), String> {
     } else {
         println!("notice: no Docker engine answers `docker info` here, skipping docker run --rm");
     }
-    let setup = Setup { ctl, root: guard.root.clone(), bundle_true, bundle_sleep, scratch: base.clone(), crun_hide_unified, prefix };
+    let setup = Setup { ctl, root: guard.root.clone(), bundle_true, bundle_sleep, scratch: base.clone(), crun_hide_unified, prefix, gap };
 
     print_header(&setup, &tools, rounds, budget);
     let samples = time_launches(&setup, &tools, rounds, budget)?;
@@ -325,6 +335,9 @@ fn time_launches(setup: &Setup, tools: &[Tool], rounds: usize, budget: Duration)
             break;
         }
         for (tool, s) in tools.iter().zip(samples.iter_mut()) {
+            if !setup.gap.is_zero() {
+                std::thread::sleep(setup.gap);
+            }
             let (elapsed, max_rss, failure) = timed(launch_command(setup, *tool, round), &stderr_file)?;
             if let Some(failure) = failure {
                 s.failures += 1;
@@ -381,6 +394,7 @@ fn print_header(setup: &Setup, tools: &[Tool], rounds: usize, budget: Duration) 
         }
     }
     println!("  rounds: {WARMUP_ROUNDS} warm-up + up to {rounds} timed, at most {}s; tools take turns in each round", budget.as_secs());
+    println!("  pause before each launch: {} ms (FLOTILLA_BENCH_GAP_MS)", setup.gap.as_millis());
 }
 
 fn print_latencies(tools: &[Tool], samples: &[Samples]) {

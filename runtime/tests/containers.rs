@@ -258,6 +258,40 @@ fn remove_leaves_nothing_behind() {
     assert_eq!(mounts_under(&fx.root()), Vec::<String>::new());
 }
 
+/// `run --rm` in the foreground: the output streams to the end, the exit code comes from the
+/// monitor, and once that returns nothing of the container is left to see (no directory, name,
+/// listing, mount or cgroup); its files leave the trash moments later.
+#[test]
+fn a_foreground_rm_run_is_gone_when_it_returns() {
+    let Some(fx) = Fixture::new("a_foreground_rm_run_is_gone_when_it_returns") else { return };
+    let opts = RunOptions {
+        auto_remove: true,
+        name: Some("fg-rm".into()),
+        ..cmd(&["sh", "-c", "echo one; sleep 0.2; echo two >&2; exit 5"])
+    };
+    let id = fx.runtime.create(IMAGE, &opts).expect("create");
+    fx.track(&id);
+    let attached = fx.runtime.attach(&id).expect("attach");
+    let started = fx.runtime.start(&id, &StartOptions::default()).expect("start");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = attached.stream_to_exit(&fx.runtime, started, &mut out, &mut err).expect("stream");
+    assert_eq!(code, Some(5));
+    assert_eq!(String::from_utf8_lossy(&out), "one\n");
+    assert_eq!(String::from_utf8_lossy(&err), "two\n");
+    assert!(!fx.runtime.container_dir(&id).exists(), "no container directory");
+    assert!(matches!(fx.runtime.inspect("fg-rm"), Err(ContainerError::NotFound(_))), "name freed");
+    assert!(fx.runtime.list(true).expect("list").iter().all(|c| c.id != id), "not listed");
+    assert_eq!(mounts_under(&fx.root()), Vec::<String>::new());
+    assert_eq!(cgroup_dirs(&id), Vec::<std::path::PathBuf>::new());
+    let trash = fx.root().join("containers").join(".trash");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let empty = || std::fs::read_dir(&trash).map_or(true, |mut entries| entries.next().is_none());
+    while !empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(empty(), "the monitor empties the trash");
+}
+
 fn runtime_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("sleep"))
 }

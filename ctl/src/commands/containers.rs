@@ -358,13 +358,10 @@ fn stream_to_exit(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let mut stderr = io::stderr();
-    match attached.stream(rt, out, &mut stderr) {
-        Ok(()) | Err(ContainerError::NotFound(_)) => {}
-        Err(e) => return Err(runtime_error(e)),
-    }
-    match started.wait() {
-        Some(code) => Ok(code),
-        None => rt.wait(id).map_err(runtime_error),
+    match attached.stream_to_exit(rt, started, out, &mut stderr) {
+        Ok(Some(code)) => Ok(code),
+        Ok(None) | Err(ContainerError::NotFound(_)) => rt.wait(id).map_err(runtime_error),
+        Err(e) => Err(runtime_error(e)),
     }
 }
 

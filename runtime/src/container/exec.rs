@@ -49,7 +49,11 @@ fn enter_and_run(root: &Path, id: &str) -> Result<i32, String> {
     }
     if let Ok(driver) = Cgroup::detect() {
         if let Ok(cgroup) = Cgroup::open(&driver, id) {
-            cgroup.add_process(std::process::id() as i32).map_err(|e| e.to_string())?;
+            // By itself rather than by pid: much cheaper in v1 (see `cgroups::join_self`); this
+            // helper is single-threaded.
+            let files = cgroup.open_join_files().map_err(|e| e.to_string())?;
+            let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+            crate::cgroups::join_self(&fds).map_err(|e| format!("joining the container's cgroup: {e}"))?;
         }
     }
     // Open every namespace before entering any: once in the mount namespace, the host's /proc

@@ -1,13 +1,16 @@
 //! Container logs in docker's json-file format: one JSON object a line,
 //! `{"log":"text\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}`. The monitor
 //! writes them ([`LogWriter`]); `logs` reads them back, with `--tail`, `--timestamps` and
-//! `--follow`.
+//! `--follow`; [`Attached::stream_to_exit`] follows them for `run` in the foreground.
 
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +131,79 @@ impl Attached {
         let opts = LogOptions { follow: true, ..LogOptions::default() };
         copy_file(runtime, &self.id, self.file, &opts, stdout, stderr)
     }
+
+    /// Writes the container's output as it comes and returns its exit code once the monitor of
+    /// `started` reports it (after a `--rm` container is removed). It sleeps in poll(2) on the
+    /// monitor's event pipe and on its output wake-up pipe, never on a timer, so the end of a
+    /// short container is seen at once. `None` when the monitor cannot tell (the container
+    /// was running before `start`, or its monitor died): ask [`Runtime::wait`] then.
+    pub fn stream_to_exit(
+        self,
+        runtime: &Runtime,
+        started: super::Started,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<Option<i32>, ContainerError> {
+        let Some(mut events) = started.events else {
+            self.stream(runtime, stdout, stderr)?;
+            return Ok(None);
+        };
+        let mut output = started.output;
+        let path = runtime.container_dir(&self.id).join("container.log");
+        let mut file = self.file;
+        let mut pending = Vec::new();
+        let mut drain = |pending: &mut Vec<u8>| -> Result<(), ContainerError> {
+            file.read_to_end(pending).map_err(|e| ContainerError::io("reading", &path, e))?;
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                print_entry(&line, false, &self.id, &mut *stdout, &mut *stderr)?;
+            }
+            Ok(())
+        };
+        drain(&mut pending)?;
+        loop {
+            // An event may sit in the reader's buffer already, read along with `Started`.
+            if events.buffer().is_empty() {
+                let mut fds = vec![PollFd::new(events.get_ref().as_fd(), PollFlags::POLLIN)];
+                if let Some(output) = &output {
+                    fds.push(PollFd::new(output.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(source) => return Err(ContainerError::Sys { what: "waiting for the container".into(), source }),
+                }
+                let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+                let event_ready = ready(&fds[0]);
+                let output_ready = fds.get(1).is_some_and(ready);
+                drop(fds);
+                if output_ready {
+                    // Only the wake-up matters. One read cannot block, as poll said readable;
+                    // end of file (the monitor is gone) stops watching the pipe.
+                    let mut wakeups = [0u8; 4096];
+                    if output.as_mut().is_none_or(|o| !matches!(o.read(&mut wakeups), Ok(n) if n > 0)) {
+                        output = None;
+                    }
+                }
+                drain(&mut pending)?;
+                if !event_ready {
+                    continue;
+                }
+            }
+            // The monitor writes the last lines before it reports the exit.
+            match super::read_event(&mut events) {
+                Some(super::MonitorEvent::Exited { exit_code }) => {
+                    drain(&mut pending)?;
+                    return Ok(Some(exit_code));
+                }
+                Some(_) => continue,
+                None => {
+                    drain(&mut pending)?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 impl Runtime {
@@ -154,17 +230,7 @@ fn copy_file(
     stderr: &mut dyn Write,
 ) -> Result<(), ContainerError> {
     let path = runtime.container_dir(id).join("container.log");
-    let mut print = |line: &[u8]| -> Result<(), ContainerError> {
-        // A damaged line is skipped rather than ending the whole listing.
-        let Ok(entry) = serde_json::from_slice::<LogEntry>(line) else { return Ok(()) };
-        let out: &mut dyn Write = if entry.stream == "stderr" { &mut *stderr } else { &mut *stdout };
-        let result = if opts.timestamps {
-            write!(out, "{} {}", entry.time, entry.log)
-        } else {
-            out.write_all(entry.log.as_bytes())
-        };
-        result.and_then(|()| out.flush()).map_err(|e| ContainerError::io("writing the logs of", Path::new(id), e))
-    };
+    let mut print = |line: &[u8]| print_entry(line, opts.timestamps, id, &mut *stdout, &mut *stderr);
     let mut reader = BufReader::new(file);
     // Bytes, not strings: the monitor may be half-way through writing a multi-byte character.
     let mut line = Vec::new();
@@ -229,6 +295,25 @@ fn copy_file(
         std::thread::sleep(idle);
         idle = (idle * 2).min(Duration::from_millis(25));
     }
+}
+
+/// Prints one JSON line of the log as docker does: its text on the stream it came from.
+fn print_entry(
+    line: &[u8],
+    timestamps: bool,
+    id: &str,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<(), ContainerError> {
+    // A damaged line is skipped rather than ending the whole listing.
+    let Ok(entry) = serde_json::from_slice::<LogEntry>(line) else { return Ok(()) };
+    let out: &mut dyn Write = if entry.stream == "stderr" { stderr } else { stdout };
+    let result = if timestamps {
+        write!(out, "{} {}", entry.time, entry.log)
+    } else {
+        out.write_all(entry.log.as_bytes())
+    };
+    result.and_then(|()| out.flush()).map_err(|e| ContainerError::io("writing the logs of", Path::new(id), e))
 }
 
 #[cfg(test)]

@@ -143,6 +143,8 @@ pub struct ExecStdio {
 pub struct Started {
     pub id: String,
     events: Option<BufReader<fs::File>>,
+    /// Readable whenever the monitor appended output to the log (see `monitor::OUTPUT_FD_ENV`).
+    output: Option<fs::File>,
 }
 
 impl Started {
@@ -183,6 +185,7 @@ impl Runtime {
         }
         let runtime = Runtime { root: root.to_path_buf() };
         runtime.recover_after_reboot()?;
+        empty_trash(root);
         Ok(runtime)
     }
 
@@ -263,7 +266,9 @@ impl Runtime {
         let log = dir.join("container.log");
         fs::write(&log, b"").map_err(|e| ContainerError::io("creating", &log, e))?;
         let rootfs = dir.join("rootfs");
-        crate::layer::rootfs::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        // The writable layer of a `--rm` container dies with it: no need to sync it, ever.
+        let overlay = crate::layer::rootfs::OverlayOptions { volatile: opts.auto_remove };
+        crate::layer::rootfs::mount_overlay_with(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs, &overlay)?;
         let caller_env: std::collections::HashMap<String, String> = std::env::vars().collect();
         let mut spec =
             crate::spec::build_spec(&image.config, opts, &rootfs, &self.root.join("volumes"), id, &caller_env)?;
@@ -279,7 +284,13 @@ impl Runtime {
                 fs::create_dir_all(source).map_err(|e| ContainerError::io("creating", source, e))?;
             }
         }
-        state::write_json_atomic(&dir.join("spec.json"), &spec)?;
+        let durability = state::Durability::for_container(opts.auto_remove);
+        // A copy of what state.json holds, for people and tools that look; not for `--rm`
+        // containers, which vanish, and where every file created costs (ext4's inode
+        // allocator skips the many recently deleted inodes that short containers leave).
+        if !opts.auto_remove {
+            state::write_json_atomic(&dir.join("spec.json"), &spec, durability)?;
+        }
         let state = ContainerState {
             id: id.to_string(),
             name: name.to_string(),
@@ -302,7 +313,7 @@ impl Runtime {
             boot_id: current_boot_id().unwrap_or_default(),
             spec,
         };
-        state::save(dir, &state)
+        state::save_with(dir, &state, durability)
     }
 
     /// Starts a created or exited container and returns once its command runs, or with the
@@ -312,12 +323,26 @@ impl Runtime {
         let dir = self.container_dir(&id);
         let mut st = self.inspect(&id)?;
         if !st.can_start()? {
-            return Ok(Started { id, events: None });
+            return Ok(Started { id, events: None, output: None });
         }
         let rootfs = dir.join("rootfs");
-        if !is_mount_point(&rootfs) {
-            crate::layer::rootfs::mount_overlay(&st.lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        if !overlay_mounted(&rootfs) {
+            let overlay = crate::layer::rootfs::OverlayOptions { volatile: st.auto_remove };
+            if st.auto_remove {
+                // Left by the volatile mount of this boot (recovery removes `--rm` containers of
+                // earlier ones), so the upper layer is intact and may be mounted again.
+                let _ = fs::remove_dir_all(dir.join("work").join("work").join("incompat"));
+            }
+            crate::layer::rootfs::mount_overlay_with(&st.lowers, &dir.join("upper"), &dir.join("work"), &rootfs, &overlay)?;
         }
+        let boot = current_boot_id().unwrap_or_default();
+        // A container fresh from `create` (what `run` starts) holds these values already, and
+        // replacing state.json is not free (ext4 allocates and writes the blocks at once).
+        let unchanged = st.status == Status::Created
+            && st.exit_code == 0
+            && !st.oom_killed
+            && st.error.is_empty()
+            && st.boot_id == boot;
         if st.status == Status::Exited {
             let _ = fs::remove_file(dir.join("exit.json"));
             st.restart_count += u32::from(st.started_at.is_some());
@@ -325,8 +350,11 @@ impl Runtime {
         st.exit_code = 0;
         st.oom_killed = false;
         st.error.clear();
-        st.boot_id = current_boot_id().unwrap_or_default();
-        state::save(&dir, &st)?;
+        st.boot_id = boot;
+        if !unchanged {
+            // The monitor records `running` moments later; after a power loss recovery rewrites it.
+            state::save_with(&dir, &st, state::Durability::Unsynced)?;
+        }
 
         if let NetworkMode::Network(network) = &st.spec.network {
             let attach = crate::network::docker::Attach {
@@ -354,12 +382,16 @@ impl Runtime {
         let monitor = monitor_binary()?;
         let (events_r, events_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|source| ContainerError::Sys { what: "creating a pipe".into(), source })?;
+        let (output_r, output_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|source| ContainerError::Sys { what: "creating a pipe".into(), source })?;
         let fd = events_w.as_raw_fd();
+        let output_fd = output_w.as_raw_fd();
         let mut command = Command::new(&monitor);
         command
             .arg(&self.root)
             .arg(&id)
             .env(monitor::EVENTS_FD_ENV, fd.to_string())
+            .env(monitor::OUTPUT_FD_ENV, output_fd.to_string())
             .stdin(if opts.attach_stdin { Stdio::inherit() } else { Stdio::null() })
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -372,14 +404,16 @@ impl Runtime {
         // SAFETY: only fcntl, which is async-signal-safe, runs between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
+                for fd in [fd, output_fd] {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
         let mut child = command.spawn().map_err(|e| ContainerError::io("starting", &monitor, e))?;
-        drop(events_w);
+        drop((events_w, output_w));
         // The monitor forks itself into the background at once; reaping this first process
         // leaves no zombie in long-lived callers.
         let status = child.wait().map_err(|e| ContainerError::io("waiting for", &monitor, e))?;
@@ -388,7 +422,7 @@ impl Runtime {
         }
         let mut events = BufReader::new(fs::File::from(events_r));
         match read_event(&mut events) {
-            Some(MonitorEvent::Started) => Ok(Started { id, events: Some(events) }),
+            Some(MonitorEvent::Started) => Ok(Started { id, events: Some(events), output: Some(fs::File::from(output_r)) }),
             Some(MonitorEvent::Failed { code, message }) => Err(ContainerError::StartFailed { id, code, message }),
             Some(MonitorEvent::Exited { exit_code }) => Err(ContainerError::Monitor {
                 id,
@@ -819,6 +853,69 @@ pub(crate) fn remove_files(root: &Path, id: &str, name: Option<&str>) -> Result<
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(ContainerError::io("removing", &dir, e)),
+    }
+}
+
+/// Removes a `--rm` container whose monitor has recorded its exit, in the few steps that must
+/// come before `run --rm` is told: unmount the root, then move the container's directory and
+/// name out of sight (`containers/.trash/<id>`, two renames). The returned directory is deleted
+/// by the caller after it reported the exit (or by the next [`Runtime::open`]).
+///
+/// Why not delete at once: on ext4 every rmdir, and every unlink of a file's last name, adds
+/// to the orphan list in the superblock, and waits when a journal commit holds that block;
+/// on this shared machine that made the dozen removals of a container take 10-25 ms, all
+/// between the container's end and `run --rm` returning. containerd's snapshotters rename
+/// before they delete for the same reason. Skipped too: [`remove_files`]'s lookups (network,
+/// mountinfo, cgroups), since the monitor disconnected the container and removed its cgroup.
+pub(crate) fn remove_exited_files(root: &Path, id: &str, name: &str) -> Result<Option<PathBuf>, ContainerError> {
+    let containers = root.join("containers");
+    let dir = containers.join(id);
+    // Not mounted (EINVAL) is fine: a retried removal finds it so.
+    crate::layer::rootfs::unmount(&dir.join("rootfs"))?;
+    let trash_dir = containers.join(TRASH);
+    let trash = trash_dir.join(id);
+    let moved = fs::create_dir_all(&trash_dir).and_then(|()| fs::rename(&dir, &trash));
+    if let Err(error) = moved {
+        tracing::debug!(%id, %error, "cannot move the container to the trash, deleting it in place");
+        remove_files(root, id, Some(name))?;
+        return Ok(None);
+    }
+    let name_file = containers.join(".names").join(name);
+    if fs::read_to_string(&name_file).map(|owner| owner.trim() == id).unwrap_or(false) {
+        if fs::rename(&name_file, trash.join(".name")).is_err() {
+            let _ = fs::remove_file(&name_file);
+        }
+    }
+    Ok(Some(trash))
+}
+
+/// The directory (under `containers/`) of removed containers whose files are being deleted.
+const TRASH: &str = ".trash";
+
+/// Deletes what removed containers left in the trash: a monitor killed before it finished.
+/// Entries that vanish meanwhile are being deleted by their monitor.
+fn empty_trash(root: &Path) {
+    let trash = root.join("containers").join(TRASH);
+    let Ok(entries) = fs::read_dir(&trash) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Err(error) = fs::remove_dir_all(&path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                // Quietly: the next open tries again, and a monitor may be deleting it right now.
+                tracing::debug!(path = %path.display(), %error, "cannot delete a removed container's files");
+            }
+        }
+    }
+}
+
+/// Whether the overlay root of a container is mounted: a mount has a device of its own, which
+/// two stat calls tell without reading the whole mount table (large on a busy host).
+fn overlay_mounted(rootfs: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = rootfs.parent() else { return false };
+    match (fs::metadata(rootfs), fs::metadata(parent)) {
+        (Ok(root), Ok(parent)) => root.dev() != parent.dev(),
+        _ => false,
     }
 }
 
