@@ -313,6 +313,24 @@ fn names_are_unique_and_resolve() {
 }
 
 #[test]
+fn a_damaged_state_file_hides_only_its_own_container() {
+    let Some(fx) = Fixture::new("a_damaged_state_file_hides_only_its_own_container") else { return };
+    let good = fx.runtime.create(IMAGE, &cmd(&["true"])).expect("create");
+    fx.track(&good);
+    let damaged = fx.runtime.create(IMAGE, &cmd(&["true"])).expect("create");
+    fx.track(&damaged);
+    // what an unsynced write can leave after a power loss
+    std::fs::write(fx.runtime.root().join("containers").join(&damaged).join("state.json"), b"").expect("damage");
+    let listed: Vec<String> = fx.runtime.list(true).expect("ps -a still works").into_iter().map(|c| c.id).collect();
+    assert_eq!(listed, [good.clone()]);
+    assert!(fx.runtime.inspect(&damaged).is_err(), "the damaged container is reported by the verbs that read it");
+    assert!(fx.runtime.remove(&damaged, false).is_err(), "only a forced removal takes a damaged container");
+    fx.runtime.remove(&damaged, true).expect("rm -f of a damaged container");
+    assert!(!mounts_under(fx.runtime.root()).iter().any(|m| m.contains(damaged.as_str())), "its root is still mounted");
+    assert!(!fx.runtime.root().join("containers").join(&damaged).exists());
+}
+
+#[test]
 fn a_dead_monitor_is_repaired_on_read() {
     let Some(fx) = Fixture::new("a_dead_monitor_is_repaired_on_read") else { return };
     let id = start_detached(&fx, cmd(&["sleep", "1000"]));

@@ -477,7 +477,22 @@ impl Runtime {
     pub fn remove(&self, name_or_id: &str, force: bool) -> Result<(), ContainerError> {
         let id = self.resolve_id(name_or_id)?;
         let dir = self.container_dir(&id);
-        let mut st = self.inspect(&id)?;
+        let mut st = match self.inspect(&id) {
+            Ok(st) => st,
+            // A damaged record (see `list`): with force, remove what the id alone leads to;
+            // the cgroup's removal kills any process still in it.
+            Err(ContainerError::Corrupt { .. }) if force => {
+                let names = self.root.join("containers").join(".names");
+                let name = fs::read_dir(&names).ok().and_then(|entries| {
+                    entries.flatten().find_map(|e| {
+                        let owner = fs::read_to_string(e.path()).ok()?;
+                        (owner.trim() == id).then(|| e.file_name().to_string_lossy().into_owned())
+                    })
+                });
+                return remove_files(&self.root, &id, name.as_deref());
+            }
+            Err(e) => return Err(e),
+        };
         st.can_delete(force)?;
         if st.status == Status::Running {
             signal_pid(&st, libc::SIGKILL)?;
@@ -509,6 +524,11 @@ impl Runtime {
                 Ok(_) => {}
                 // Removed meanwhile, or half created: not listed.
                 Err(ContainerError::NotFound(_)) | Err(ContainerError::Io { .. }) => {}
+                // A damaged record (a power loss can leave an unsynced one empty) must not hide
+                // every other container: reported, and skipped.
+                Err(error @ ContainerError::Corrupt { .. }) => {
+                    tracing::warn!(%id, %error, "skipping a container whose state cannot be read");
+                }
                 Err(e) => return Err(e),
             }
         }
