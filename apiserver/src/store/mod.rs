@@ -6,6 +6,13 @@
 //! events and writes snapshots; `network` sends Raft RPCs to peers as JSON over HTTP(S); `peer`
 //! is the router that receives them, plus write forwarding, read index, membership changes and
 //! status. This module ties them together in [`Store`].
+//!
+//! Why writes are batched here: openraft 0.9's core awaits each entry's log fsync before it
+//! takes the next client write, so one entry per write caps the leader at one write per fsync.
+//! [`Store::write`] on the leader therefore queues the command; a batcher task proposes whatever
+//! has queued as one [`Command::Batch`] entry while at most [`PROPOSALS_IN_FLIGHT`] proposals are
+//! under way, so concurrent writes share each replica's fsync (group commit) and a lone write is
+//! proposed at once, as a plain command.
 
 mod log_store;
 mod network;
@@ -29,7 +36,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 pub use types::{
-    ApplyResult, ClusterStatus, Command, Event, EventKind, Replica, ReplicaId, ReplicaStatus,
+    Applied, ApplyResult, ClusterStatus, Command, Event, EventKind, Replica, ReplicaId, ReplicaStatus,
     StoreError, TypeConfig,
 };
 
@@ -37,6 +44,13 @@ use log_store::LogStore;
 use peer::{MembershipChange, PeerReply};
 use state_machine::{Live, Shared, StateMachine};
 use types::Raft;
+
+/// How many batches of writes the leader keeps proposed but not yet applied: two let one batch
+/// take its fsync while the previous one is being replicated; more would only split batches.
+pub const PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// The most commands one log entry holds, which bounds the entry's size.
+pub const MAX_BATCH: usize = 128;
 
 /// A stream of watch events; an `Err` item ends it.
 pub type WatchStream =
@@ -105,6 +119,14 @@ struct Inner {
     client: reqwest::Client,
     scheme: &'static str,
     leader_wait: Duration,
+    /// writes waiting for the batcher (see the module doc)
+    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+}
+
+/// A write waiting to be proposed, and where its answer goes.
+struct Proposal {
+    cmd: Command,
+    reply: tokio::sync::oneshot::Sender<PeerReply<(u64, ApplyResult)>>,
 }
 
 /// Why a forwarded request failed, and whether it may have been delivered.
@@ -154,6 +176,8 @@ impl Store {
             .map_err(|e| {
                 StoreError::Storage(format!("start raft from {}: {e}", cfg.data_dir.display()))
             })?;
+        let (proposals, queued) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batcher(raft.clone(), cfg.id, queued));
         Ok(Store {
             inner: Arc::new(Inner {
                 id: cfg.id,
@@ -163,6 +187,7 @@ impl Store {
                 client: cfg.peer_client,
                 scheme: cfg.peer_scheme,
                 leader_wait: cfg.leader_wait,
+                proposals,
             }),
         })
     }
@@ -205,8 +230,8 @@ impl Store {
     }
 
     /// Proposes `cmd`, forwarded to the leader when this replica is not it; waits out an
-    /// election (for up to `leader_wait`) and then fails with Unavailable. Returns the log index
-    /// and the result.
+    /// election (for up to `leader_wait`) and then fails with Unavailable. Returns the revision
+    /// (the change's, or the current one when the command was refused) and the result.
     pub async fn write(&self, cmd: Command) -> Result<(u64, ApplyResult), StoreError> {
         let c = cmd.clone();
         self.on_leader(
@@ -289,7 +314,8 @@ impl Store {
         self.inner.raft.metrics().borrow().current_leader
     }
 
-    /// The last applied log index.
+    /// The revision of the latest applied change (see `state_machine`: the last applied log
+    /// index, or ahead of it once writes were batched).
     pub fn revision(&self) -> u64 {
         self.inner.shared.read().revision()
     }
@@ -464,24 +490,33 @@ impl Store {
     // ---- the leader-side operations, run locally or on behalf of a peer ----
 
     pub(crate) async fn write_local(&self, cmd: Command) -> PeerReply<(u64, ApplyResult)> {
-        match self.inner.raft.client_write(cmd).await {
-            Ok(resp) => match resp.data {
-                Some(r) => PeerReply::Ok((resp.log_id.index, r)),
-                None => PeerReply::Unavailable(format!(
-                    "entry {} was applied without a result",
-                    resp.log_id.index
-                )),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                retry(f, "not the leader")
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                PeerReply::Refused(e.to_string())
-            }
-            Err(RaftError::Fatal(e)) => {
-                PeerReply::Unavailable(format!("replica {} stopped: {e}", self.inner.id))
-            }
+        // A follower that knows the leader sends the write there without a round through its
+        // own Raft core, which is busy taking the leader's entries.
+        if let Some(leader) = self.known_other_leader() {
+            return PeerReply::Retry {
+                leader: Some(leader),
+                reason: "not the leader".to_string(),
+            };
         }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || {
+            PeerReply::Unavailable(format!("replica {} is shutting down", self.inner.id))
+        };
+        if self.inner.proposals.send(Proposal { cmd, reply }).is_err() {
+            return gone();
+        }
+        answer.await.unwrap_or_else(|_| gone())
+    }
+
+    /// The leader with its address, when this replica follows another one.
+    fn known_other_leader(&self) -> Option<(ReplicaId, Replica)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return None;
+        }
+        let leader = m.current_leader.filter(|l| *l != self.inner.id)?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
     }
 
     pub(crate) async fn read_index_local(&self) -> PeerReply<u64> {
@@ -678,6 +713,75 @@ impl Store {
             Err(_) => Err(StoreError::Unavailable(format!(
                 "this replica did not apply index {index} within {timeout:?}; it may be cut off from the leader"
             ))),
+        }
+    }
+}
+
+/// Proposes queued writes: what queued while the previous proposals were under way goes out as
+/// one entry (see the module doc). Ends when the store is dropped.
+async fn batcher(
+    raft: Raft,
+    id: ReplicaId,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    while let Some(first) = queued.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose(&raft, id, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Proposes `batch` as one entry and answers each of its writers.
+async fn propose(raft: &Raft, id: ReplicaId, batch: Vec<Proposal>) {
+    let (mut cmds, replies): (Vec<Command>, Vec<_>) =
+        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let n = cmds.len();
+    let entry = if n == 1 {
+        cmds.remove(0)
+    } else {
+        Command::Batch(cmds)
+    };
+    let outcome = match raft.client_write(entry).await {
+        Ok(resp) if resp.data.len() == n => Ok(resp.data),
+        Ok(resp) => Err(PeerReply::Unavailable(format!(
+            "entry {} was applied with {} results for {n} commands",
+            resp.log_id.index,
+            resp.data.len()
+        ))),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(retry(f, "not the leader"))
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(PeerReply::Refused(e.to_string()))
+        }
+        Err(RaftError::Fatal(e)) => Err(PeerReply::Unavailable(format!(
+            "replica {id} stopped: {e}"
+        ))),
+    };
+    // A writer that gave up waiting has dropped its receiver: nothing to tell it.
+    match outcome {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(PeerReply::Ok(result));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(e.clone());
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) const PATH_STATUS: &str = "/store/status";
 const BODY_LIMIT: usize = 256 << 20;
 
 /// The answer of an operation that only the leader can do.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) enum PeerReply<T> {
     Ok(T),
     /// not the leader (or leadership not confirmed): try the named leader, or wait and retry

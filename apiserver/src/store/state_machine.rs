@@ -3,9 +3,15 @@
 //!
 //! The objects live only in memory; they are made durable by snapshots in
 //! `data_dir/snapshots/`, and on open the latest snapshot is loaded and openraft re-applies the
-//! log after it. Each snapshot file is one line of JSON metadata followed by the objects as a
-//! JSON map; it is written to a temporary file, fsynced, renamed into place, and the directory is
-//! fsynced, so a crash leaves either the old or the new snapshot, never half of one.
+//! log after it. Each snapshot file is one line of JSON metadata followed by the revision and
+//! the objects as JSON (`{"revision":N,"objects":{...}}`; older files hold only the objects map);
+//! it is written to a temporary file, fsynced, renamed into place, and the directory is fsynced,
+//! so a crash leaves either the old or the new snapshot, never half of one.
+//!
+//! Revisions: every change gets the next revision, and after each log entry the revision is at
+//! least the entry's log index. Without batching that makes a change's revision its log index;
+//! a [`Command::Batch`] entry gives each of its changes its own revision, so the revision may run
+//! ahead of the log index. It is a pure function of the log, so every replica agrees on it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Cursor, Write};
@@ -20,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use super::types::{
-    ApplyResult, Command, Entry, Event, EventKind, LogId, SnapshotMeta, StorageError, StoreError,
+    Applied, ApplyResult, Command, Entry, Event, EventKind, LogId, SnapshotMeta, StorageError, StoreError,
     StoredMembership, TypeConfig,
 };
 
@@ -48,6 +54,8 @@ pub(crate) struct Shared {
 pub(crate) struct Data {
     pub(crate) objects: BTreeMap<String, Arc<Value>>,
     pub(crate) last_applied: Option<LogId>,
+    /// the revision of the latest change (see the module doc)
+    pub(crate) rev: u64,
     pub(crate) membership: StoredMembership,
     /// the latest events, oldest first
     pub(crate) history: VecDeque<Event>,
@@ -57,6 +65,11 @@ pub(crate) struct Data {
 
 impl Data {
     pub(crate) fn revision(&self) -> u64 {
+        self.rev
+    }
+
+    /// The index of the last applied log entry (what read barriers wait for).
+    pub(crate) fn applied_index(&self) -> u64 {
         self.last_applied.map(|l| l.index).unwrap_or(0)
     }
 }
@@ -97,9 +110,9 @@ impl StateMachine {
                 None => Ok(None),
                 Some(path) => {
                     let (meta, data) = read_snapshot_file(&path)?;
-                    let objects = decode_objects(&data)
+                    let state = decode_state(&data, &meta)
                         .map_err(|e| format!("decode {}: {e}", path.display()))?;
-                    Ok(Some((meta, objects)))
+                    Ok(Some((meta, state)))
                 }
             }
         })
@@ -114,19 +127,21 @@ impl StateMachine {
         let mut data = Data {
             objects: BTreeMap::new(),
             last_applied: None,
+            rev: 0,
             membership: StoredMembership::default(),
             history: VecDeque::new(),
             floor: 0,
         };
-        if let Some((meta, objects)) = loaded {
-            tracing::info!(snapshot = %meta.snapshot_id, objects = objects.len(), "loaded snapshot");
-            data.objects = objects;
+        if let Some((meta, state)) = loaded {
+            tracing::info!(snapshot = %meta.snapshot_id, objects = state.objects.len(), "loaded snapshot");
+            data.objects = state.objects;
+            data.rev = state.revision;
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership.clone();
             data.floor = data.revision();
         }
         let (live, _) = broadcast::channel(4096);
-        let (applied, _) = watch::channel(data.revision());
+        let (applied, _) = watch::channel(data.applied_index());
         let shared = Arc::new(Shared {
             data: RwLock::new(data),
             live,
@@ -145,14 +160,17 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (objects, last_applied, membership) = {
+        let (objects, revision, last_applied, membership) = {
             let d = self.shared.read();
-            (d.objects.clone(), d.last_applied, d.membership.clone())
+            (d.objects.clone(), d.rev, d.last_applied, d.membership.clone())
         };
         // Serialising a large map takes tens of milliseconds: keep it off the async workers,
         // which on a small machine are also the ones serving requests.
         let (objects, bytes) = tokio::task::spawn_blocking(move || {
-            let bytes = serde_json::to_vec(&objects);
+            let bytes = serde_json::to_vec(&SnapshotState {
+                revision,
+                objects: &objects,
+            });
             (objects, bytes)
         })
         .await
@@ -180,42 +198,50 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((d.last_applied, d.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<ApplyResult>>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
-        let revision = {
-            let mut d = self.shared.write();
+        let applied = {
+            let mut guard = self.shared.write();
+            let d = &mut *guard;
             for entry in entries {
                 let index = entry.log_id.index;
                 d.last_applied = Some(entry.log_id);
+                let mut answers = Vec::new();
                 match entry.payload {
-                    EntryPayload::Blank => results.push(None),
+                    EntryPayload::Blank => {}
                     EntryPayload::Membership(m) => {
                         d.membership = StoredMembership::new(Some(entry.log_id), m);
-                        results.push(None);
                     }
                     EntryPayload::Normal(cmd) => {
-                        let (result, event) = apply_command(&mut d.objects, index, cmd);
-                        if let Some(ev) = event {
-                            d.history.push_back(ev.clone());
-                            while d.history.len() > self.shared.history_limit {
-                                if let Some(old) = d.history.pop_front() {
-                                    d.floor = old.revision;
+                        let mut cmds = Vec::new();
+                        flatten(cmd, &mut cmds);
+                        for cmd in cmds {
+                            let (revision, result, event) =
+                                apply_command(&mut d.objects, &mut d.rev, index, cmd);
+                            if let Some(ev) = event {
+                                d.history.push_back(ev.clone());
+                                while d.history.len() > self.shared.history_limit {
+                                    if let Some(old) = d.history.pop_front() {
+                                        d.floor = old.revision;
+                                    }
                                 }
+                                // No receivers is normal; the event stays in the history.
+                                let _ = self.shared.live.send(Live::Event(ev));
                             }
-                            // No receivers is normal; the event stays in the history.
-                            let _ = self.shared.live.send(Live::Event(ev));
+                            answers.push((revision, result));
                         }
-                        results.push(Some(result));
                     }
                 }
+                d.rev = d.rev.max(index);
+                results.push(answers);
             }
-            d.revision()
+            d.applied_index()
         };
-        self.shared.applied.send_replace(revision);
+        self.shared.applied.send_replace(applied);
         Ok(results)
     }
 
@@ -236,14 +262,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let objects = decode_objects(&bytes)
+        let state = decode_state(&bytes, meta)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         // Durable first: after a crash the replica must restart from this snapshot, since the log
         // before it may be gone.
         write_snapshot(&self.dir, meta, &bytes).await?;
-        let revision = {
+        let applied = {
             let mut d = self.shared.write();
-            d.objects = objects;
+            d.objects = state.objects;
+            d.rev = state.revision;
             d.last_applied = meta.last_log_id;
             d.membership = meta.last_membership.clone();
             d.history.clear();
@@ -251,10 +278,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _ = self.shared.live.send(Live::Reset {
                 revision: d.revision(),
             });
-            d.revision()
+            d.applied_index()
         };
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
-        self.shared.applied.send_replace(revision);
+        self.shared.applied.send_replace(applied);
         Ok(())
     }
 
@@ -285,13 +312,46 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Applies one command; deterministic (no clock, no randomness).
+/// Appends `cmd`'s members to `out` in order (a plain command is its own only member).
+fn flatten(cmd: Command, out: &mut Vec<Command>) {
+    match cmd {
+        Command::Batch(cmds) => {
+            for c in cmds {
+                flatten(c, out);
+            }
+        }
+        other => out.push(other),
+    }
+}
+
+/// Applies one command of the entry at log `index`; deterministic (no clock, no randomness).
+/// A change takes the next revision (at least `index`) and advances `rev` to it; the answer's
+/// revision is the change's, or for a refused command the current one.
 fn apply_command(
+    objects: &mut BTreeMap<String, Arc<Value>>,
+    rev: &mut u64,
+    index: u64,
+    cmd: Command,
+) -> (u64, ApplyResult, Option<Event>) {
+    let next = (*rev + 1).max(index);
+    let (result, event) = apply_change(objects, next, cmd);
+    if event.is_some() {
+        *rev = next;
+        (next, result, event)
+    } else {
+        ((*rev).max(index), result, event)
+    }
+}
+
+/// Applies one plain command as the change at revision `index`.
+fn apply_change(
     objects: &mut BTreeMap<String, Arc<Value>>,
     index: u64,
     cmd: Command,
 ) -> (ApplyResult, Option<Event>) {
     match cmd {
+        // `flatten` has taken batches apart; one that got here anyway changes nothing
+        Command::Batch(_) => (ApplyResult::NotFound, None),
         Command::Create { key, mut object } => {
             if objects.contains_key(&key) {
                 return (ApplyResult::AlreadyExists, None);
@@ -410,8 +470,33 @@ fn set_rv(object: &mut Value, index: u64) {
     }
 }
 
-fn decode_objects(bytes: &[u8]) -> Result<BTreeMap<String, Arc<Value>>, serde_json::Error> {
-    serde_json::from_slice(bytes)
+/// A snapshot's data: the revision and the objects.
+#[derive(serde::Serialize)]
+struct SnapshotState<'a> {
+    revision: u64,
+    objects: &'a BTreeMap<String, Arc<Value>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadedState {
+    revision: u64,
+    objects: BTreeMap<String, Arc<Value>>,
+}
+
+/// Decodes a snapshot's data; a file from before batching holds only the objects map, and its
+/// revision was then the last applied index.
+fn decode_state(bytes: &[u8], meta: &SnapshotMeta) -> Result<LoadedState, serde_json::Error> {
+    match serde_json::from_slice::<LoadedState>(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => match serde_json::from_slice::<BTreeMap<String, Arc<Value>>>(bytes) {
+            Ok(objects) => Ok(LoadedState {
+                revision: meta.last_log_id.map(|l| l.index).unwrap_or(0),
+                objects,
+            }),
+            Err(_) => Err(e),
+        },
+    }
 }
 
 fn snapshot_id(last: Option<LogId>) -> String {
@@ -513,7 +598,7 @@ mod tests {
     #[test]
     fn create_update_delete_follow_compare_and_set() {
         let mut objs = BTreeMap::new();
-        let (r, ev) = apply_command(
+        let (r, ev) = apply_change(
             &mut objs,
             3,
             Command::Create {
@@ -528,7 +613,7 @@ mod tests {
             }
         );
         assert_eq!(ev.map(|e| e.kind), Some(EventKind::Added));
-        let (r, _) = apply_command(
+        let (r, _) = apply_change(
             &mut objs,
             4,
             Command::Create {
@@ -537,7 +622,7 @@ mod tests {
             },
         );
         assert_eq!(r, ApplyResult::AlreadyExists);
-        let (r, _) = apply_command(
+        let (r, _) = apply_change(
             &mut objs,
             5,
             Command::Update {
@@ -547,7 +632,7 @@ mod tests {
             },
         );
         assert_eq!(r, ApplyResult::Conflict { current_rv: 3 });
-        let (r, ev) = apply_command(
+        let (r, ev) = apply_change(
             &mut objs,
             6,
             Command::Update {
@@ -564,7 +649,7 @@ mod tests {
             6
         );
         assert_eq!(ev.and_then(|e| e.prev).map(|p| rv_of(&p)), Some(3));
-        let (r, _) = apply_command(
+        let (r, _) = apply_change(
             &mut objs,
             7,
             Command::Delete {
@@ -574,7 +659,7 @@ mod tests {
             },
         );
         assert_eq!(r, ApplyResult::Conflict { current_rv: 6 });
-        let (r, ev) = apply_command(
+        let (r, ev) = apply_change(
             &mut objs,
             8,
             Command::Delete {
@@ -586,7 +671,7 @@ mod tests {
         assert!(matches!(r, ApplyResult::Ok { .. }));
         let ev = ev.expect("delete publishes an event");
         assert_eq!((ev.kind, rv_of(&ev.object)), (EventKind::Deleted, 8));
-        let (r, _) = apply_command(
+        let (r, _) = apply_change(
             &mut objs,
             9,
             Command::Delete {
@@ -596,7 +681,7 @@ mod tests {
             },
         );
         assert_eq!(r, ApplyResult::NotFound);
-        let (r, _) = apply_command(
+        let (r, _) = apply_change(
             &mut objs,
             10,
             Command::Update {
@@ -606,5 +691,55 @@ mod tests {
             },
         );
         assert_eq!(r, ApplyResult::NotFound);
+    }
+
+    #[test]
+    fn a_batch_gives_each_change_its_own_revision() {
+        let mut objs = BTreeMap::new();
+        let mut rev = 4;
+        let mut answers = Vec::new();
+        let mut cmds = Vec::new();
+        flatten(
+            Command::Batch(vec![
+                Command::Create { key: "a".into(), object: json!({}) },
+                Command::Create { key: "a".into(), object: json!({}) },
+                Command::Batch(vec![Command::Create { key: "b".into(), object: json!({}) }]),
+                Command::Update { key: "a".into(), object: json!({}), expected_rv: 7 },
+            ]),
+            &mut cmds,
+        );
+        for cmd in cmds {
+            let (r, result, _) = apply_command(&mut objs, &mut rev, 7, cmd);
+            answers.push((r, result));
+        }
+        // the first change takes the entry's index, later ones count on from it
+        assert_eq!(answers[0].0, 7);
+        assert_eq!(answers[1], (7, ApplyResult::AlreadyExists));
+        assert_eq!(answers[2].0, 8);
+        assert_eq!(answers[3].0, 9, "the update saw the first create's revision");
+        assert_eq!(rv_of(&objs["a"]), 9);
+        assert_eq!(rv_of(&objs["b"]), 8);
+        assert_eq!(rev, 9);
+        // the next entry's first change comes after the batch, even below its index
+        let (r, _, _) = apply_command(&mut objs, &mut rev, 8, Command::Create { key: "c".into(), object: json!({}) });
+        assert_eq!(r, 10);
+    }
+
+    #[test]
+    fn snapshots_of_both_formats_decode() {
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 12)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "s".into(),
+        };
+        let mut objects = BTreeMap::new();
+        objects.insert("a".to_string(), Arc::new(json!({"metadata": {"resourceVersion": "3"}})));
+        let new = serde_json::to_vec(&SnapshotState { revision: 40, objects: &objects }).expect("encode");
+        let s = decode_state(&new, &meta).expect("new format");
+        assert_eq!((s.revision, s.objects.len()), (40, 1));
+        let old = serde_json::to_vec(&objects).expect("encode");
+        let s = decode_state(&old, &meta).expect("old format");
+        assert_eq!((s.revision, s.objects.len()), (12, 1), "an old snapshot's revision is its index");
+        assert!(decode_state(b"[1]", &meta).is_err());
     }
 }

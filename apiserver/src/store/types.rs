@@ -36,7 +36,15 @@ pub enum Command {
         expected_rv: Option<u64>,
         expected_uid: Option<String>,
     },
+    /// several commands proposed as one log entry, applied in order (the leader groups
+    /// concurrent writes so that they share one fsync on each replica); each gets its own
+    /// revision
+    Batch(Vec<Command>),
 }
+
+/// What applying one log entry did: one (revision, result) per command, in order (a
+/// [`Command::Batch`] gives one per member); empty for Raft's own entries.
+pub type Applied = Vec<(u64, ApplyResult)>;
 
 /// What applying a [`Command`] did.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -115,7 +123,7 @@ openraft::declare_raft_types!(
     /// openraft's type configuration for the store.
     pub TypeConfig:
         D = Command,
-        R = Option<ApplyResult>,
+        R = Applied,
         NodeId = ReplicaId,
         Node = Replica,
         Entry = openraft::Entry<TypeConfig>,
