@@ -6,7 +6,9 @@
 //!   nodes, no API at all: decisions per second;
 //! - end to end: a one-replica apiserver started through the test harness (deploy/local-cluster),
 //!   the nodes and pods created through the API, then the `flotilla-scheduler` binary started;
-//!   bindings per second from the first to the last binding, as seen by watching the pods.
+//!   bindings per second from the first to the last binding, as seen by watching the pods;
+//!   and, apart, when the last of the pods' `Scheduled` Events was written (the scheduler writes
+//!   them off the bindings' path, so they may land later).
 //!
 //! The pod creation rate just before each end-to-end cell is printed too: the apiserver's write
 //! capacity at that moment bounds the binding rate (a binding is one write, its Event another),
@@ -14,7 +16,12 @@
 //!
 //! kube-scheduler is not run for comparison: there is no kube-scheduler binary (nor a
 //! Kubernetes apiserver for it) on this machine. `FLOTILLA_BENCH_PODS` changes the pod count,
-//! `FLOTILLA_BENCH_NODES` the node counts (comma-separated, increasing).
+//! `FLOTILLA_BENCH_NODES` the node counts (comma-separated, increasing),
+//! `FLOTILLA_BENCH_SCHEDULER_ARGS` adds flags to `flotilla-scheduler` (e.g. `--bind-batch 0` to
+//! bind pod by pod as before the bulk route), `FLOTILLA_BENCH_SCHEDULER_LOG` its `RUST_LOG`
+//! (default `warn`), and `FLOTILLA_BENCH_KEEP_LOGS=DIR` keeps its logs there. The CPU time the apiserver and the scheduler used
+//! from the scheduler's start to the last binding is printed (from `/proc`), to tell which one
+//! bounds the rate.
 //!
 //! A hand-written harness rather than criterion: the end-to-end cell drives external processes
 //! and the output wanted is one table.
@@ -27,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use api::client::watcher::{watcher, Event};
 use api::client::{Api, Client, Config, ListParams, PostParams};
-use api::core::{Namespace, Node, Pod};
+use api::core::{Event as CoreEvent, Namespace, Node, Pod};
 use futures::{StreamExt as _, TryStreamExt as _};
 use scheduler::{select, Cache, PodInfo};
 use serde_json::json;
@@ -51,6 +58,8 @@ const OWNERS: usize = 100;
 const CREATE_CONCURRENCY: usize = 64;
 /// How long all pods of one cell may take to be bound.
 const BIND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the `Scheduled` Events may keep landing after the last binding.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
     let pods = std::env::var("FLOTILLA_BENCH_PODS")
@@ -84,23 +93,37 @@ fn main() -> ExitCode {
     println!();
     println!("scheduler throughput, {pods} pods (kube-scheduler: not available on this machine, no comparison)");
     println!(
-        "{:>6} | {:>22} | {:>24} | {:>22} | {:>20}",
+        "{:>6} | {:>22} | {:>24} | {:>22} | {:>28} | {:>20}",
         "nodes",
         "in-process decisions/s",
         "bound/s (first..last)",
         "all bound after start",
+        "Scheduled events, last at",
         "apiserver creates/s"
     );
     for (nodes, rate, e2e) in rows {
-        let (bound, total, creates) = match e2e {
+        let (bound, total, events, creates) = match e2e {
             Some(r) => (
                 format!("{:.0} ({}/{})", r.rate, r.bound, pods),
                 format!("{:.2} s", r.since_start.as_secs_f64()),
+                format!(
+                    "{}/{} at {:.2} s",
+                    r.events,
+                    pods,
+                    r.events_last.as_secs_f64()
+                ),
                 format!("{:.0}", r.create_rate),
             ),
-            None => ("-".to_string(), "-".to_string(), "-".to_string()),
+            None => (
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+            ),
         };
-        println!("{nodes:>6} | {rate:>22.0} | {bound:>24} | {total:>22} | {creates:>20}");
+        println!(
+            "{nodes:>6} | {rate:>22.0} | {bound:>24} | {total:>22} | {events:>28} | {creates:>20}"
+        );
     }
     ExitCode::SUCCESS
 }
@@ -181,6 +204,10 @@ struct EndToEnd {
     /// Pod creations per second just before, through the same apiserver: what it can write
     /// at the moment, for scale (a binding costs a write, its Scheduled Event another).
     create_rate: f64,
+    /// `Scheduled` Events seen for the cell's pods.
+    events: usize,
+    /// From starting the scheduler to the last of those Events.
+    events_last: Duration,
 }
 
 async fn end_to_end(pods: usize) -> anyhow::Result<Vec<EndToEnd>> {
@@ -240,12 +267,32 @@ async fn end_to_end(pods: usize) -> anyhow::Result<Vec<EndToEnd>> {
             }
             other => bail!("the pod watch did not start with a list: {other:?}"),
         }
+        let events = tokio::spawn(count_scheduled_events(
+            Api::<CoreEvent>::namespaced(client.clone(), &namespace),
+            pods,
+        ));
+        // The Event watch has listed (nothing) before the scheduler starts: give it a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let apiserver_pid = std::fs::read_to_string(cluster.dir().join("run/replica-1.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let apiserver_cpu_before = apiserver_pid.and_then(cpu_seconds);
+        let extra: Vec<String> = std::env::var("FLOTILLA_BENCH_SCHEDULER_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         let started = Instant::now();
         let child = Command::new(scheduler)
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
             .args(["--identity", &format!("bench-{nodes}")])
-            .env("RUST_LOG", "warn")
+            .args(&extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("FLOTILLA_BENCH_SCHEDULER_LOG")
+                    .unwrap_or_else(|_| "warn".to_string()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -282,7 +329,32 @@ async fn end_to_end(pods: usize) -> anyhow::Result<Vec<EndToEnd>> {
                 }
             }
         }
+        let bound_cpu = (
+            apiserver_pid.and_then(cpu_seconds),
+            child.0.as_ref().and_then(|c| cpu_seconds(c.id())),
+        );
+        let (events_seen, events_at) = match tokio::time::timeout(EVENTS_TIMEOUT, events).await {
+            Ok(Ok(Ok(seen))) => seen,
+            Ok(Ok(Err(e))) => {
+                eprintln!("bench: the event watch failed: {e:#}");
+                (0, started)
+            }
+            Ok(Err(e)) => {
+                eprintln!("bench: the event watch stopped: {e}");
+                (0, started)
+            }
+            Err(_) => {
+                eprintln!("bench: timed out waiting for the Scheduled events");
+                (0, started)
+            }
+        };
         child.stop();
+        if let Ok(keep) = std::env::var("FLOTILLA_BENCH_KEEP_LOGS") {
+            let name = format!("scheduler-{nodes}.log");
+            if let Err(e) = std::fs::copy(cluster.dir().join(&name), Path::new(&keep).join(&name)) {
+                eprintln!("bench: cannot keep the scheduler's log in {keep}: {e}");
+            }
+        }
         let first = first.unwrap_or(last);
         let span = last.duration_since(first).as_secs_f64();
         let rate = if span > 0.0 {
@@ -291,19 +363,88 @@ async fn end_to_end(pods: usize) -> anyhow::Result<Vec<EndToEnd>> {
             0.0
         };
         eprintln!(
-            "bench: {nodes} nodes: {} pods bound, first after {:.2} s, last after {:.2} s",
+            "bench: {nodes} nodes: {} pods bound, first after {:.2} s, last after {:.2} s; {events_seen} Scheduled events, last after {:.2} s",
             seen.len(),
             first.duration_since(started).as_secs_f64(),
-            last.duration_since(started).as_secs_f64()
+            last.duration_since(started).as_secs_f64(),
+            events_at.saturating_duration_since(started).as_secs_f64()
         );
+        let span_since_start = last.duration_since(started).as_secs_f64().max(1e-3);
+        match (apiserver_cpu_before, bound_cpu) {
+            (Some(before), (Some(after), scheduler_cpu)) => eprintln!(
+                "bench: {nodes} nodes: CPU from the scheduler's start to the last binding ({span_since_start:.2} s): apiserver {:.2} s ({:.0} %), scheduler {} (of 2 cores = 200 %)",
+                after - before,
+                100.0 * (after - before) / span_since_start,
+                scheduler_cpu
+                    .map(|c| format!("{c:.2} s ({:.0} %)", 100.0 * c / span_since_start))
+                    .unwrap_or_else(|| "-".to_string()),
+            ),
+            _ => eprintln!("bench: cannot read the processes' CPU time from /proc"),
+        }
         results.push(EndToEnd {
             bound: seen.len(),
             rate,
             since_start: last.duration_since(started),
             create_rate,
+            events: events_seen,
+            events_last: events_at.saturating_duration_since(started),
         });
     }
     Ok(results)
+}
+
+/// Watches the namespace's Events until `pods` distinct `Scheduled` ones were seen (or the
+/// watch gives up); returns how many and when the last arrived.
+async fn count_scheduled_events(
+    api: Api<CoreEvent>,
+    pods: usize,
+) -> anyhow::Result<(usize, Instant)> {
+    let mut watch = watcher(api, ListParams::default());
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + BIND_TIMEOUT + EVENTS_TIMEOUT;
+    while seen.len() < pods {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let events = match tokio::time::timeout(remaining, watch.next()).await {
+            Ok(Some(Ok(Event::Applied(e)))) => vec![e],
+            Ok(Some(Ok(Event::Restarted(list)))) => list,
+            Ok(Some(Ok(Event::Deleted(_)))) => Vec::new(),
+            Ok(Some(Err(e))) => {
+                eprintln!("bench: event watch error: {e}");
+                continue;
+            }
+            Ok(None) => bail!("the event watch ended"),
+            Err(_) => break,
+        };
+        for e in events {
+            if e.reason.as_deref() == Some("Scheduled")
+                && seen.insert(e.metadata.name.unwrap_or_default())
+            {
+                last = Instant::now();
+            }
+        }
+    }
+    Ok((seen.len(), last))
+}
+
+/// User plus system CPU time of a process so far, from `/proc/PID/stat` (Linux only).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name may hold spaces; the fields after its closing parenthesis do not
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, through `getconf` to avoid a libc dependency; 100 when unknown.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn is_bound(pod: &Pod) -> bool {

@@ -28,9 +28,17 @@ struct Args {
     /// How long a leader that stopped renewing keeps the Lease, in seconds.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// Bindings written at once.
+    /// Per-pod binding requests in flight at once, against an apiserver without the bulk
+    /// binding route.
     #[arg(long, default_value_t = 128)]
     bind_concurrency: usize,
+    /// Pods per bulk binding request at most (up to 1000); 0 binds pods one by one through
+    /// pods/NAME/binding, as against an apiserver without the bulk route.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    bind_batch: u16,
+    /// Bulk binding requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    bind_batches: usize,
 }
 
 const LEASE_NAME: &str = "flotilla-scheduler";
@@ -77,6 +85,8 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let options = Options {
         scheduler_name: DEFAULT_SCHEDULER_NAME.to_string(),
         bind_concurrency: args.bind_concurrency.max(1),
+        bind_batch: usize::from(args.bind_batch),
+        bind_batches: args.bind_batches.max(1),
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -2,24 +2,30 @@
 //! one pod at a time with [`select`], and writes the bindings.
 //!
 //! One task owns all state, so decisions need no locks and each sees every earlier one: a pod is
-//! assumed on its node the moment it is chosen, before its binding is sent. Bindings run
-//! concurrently (up to `bind_concurrency`) and report back over a channel; a failed one is
-//! forgotten and the pod is tried again. Status updates and Events are written on the side, and
-//! Events are dropped rather than slowing scheduling down when the apiserver falls behind, as
-//! Kubernetes' event broadcaster does.
+//! assumed on its node the moment it is chosen, before its binding is sent. The [`binder`]
+//! sends bindings in batches and reports each pod's outcome back over a channel; a failed one is
+//! forgotten and the pod is tried again. Status updates and Events are written on the side, off
+//! the bindings' path, a few at a time: Events queue (up to `EVENT_BACKLOG`), wait (up to
+//! `EVENT_MAX_DEFER`) while bindings are being written, since both compete for the same Raft
+//! log, and are retried when the apiserver is busy rather than dropped, so every `Scheduled`
+//! Event is written.
+//!
+//! [`binder`]: crate::binder
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api::client::bindings::BindError;
 use api::client::watcher::{watcher, Event as WatchEvent};
 use api::client::{Api, Client, ClientError, ListParams, Patch, PatchParams, PostParams};
 use api::core::{Event, EventSource, Node, ObjectReference, Pod};
 use api::meta::{ObjectMeta, Time};
 use futures::{FutureExt as _, StreamExt as _};
 use serde_json::json;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::binder::{self, Assignment, BinderOptions, Bound};
 use crate::cache::{is_terminated, key_of, Cache, PodInfo, PodKey};
 use crate::queue::Queue;
 use crate::score::select;
@@ -32,8 +38,32 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 pub struct Options {
     /// Pods whose `spec.schedulerName` is another are left alone.
     pub scheduler_name: String,
-    /// Bindings in flight at once.
+    /// Per-pod binding requests in flight at once, against an apiserver without the bulk
+    /// binding route.
     pub bind_concurrency: usize,
+    /// Pods per bulk binding request at most (the apiserver takes up to 1,000); 0 binds pods
+    /// one by one through `pods/NAME/binding`.
+    pub bind_batch: usize,
+    /// Bulk binding requests in flight at once.
+    pub bind_batches: usize,
+}
+
+impl Options {
+    /// Pods assumed but not yet bound at most: enough for every request slot to be full and the
+    /// next batch to gather meanwhile.
+    fn max_in_flight(&self) -> usize {
+        let bulk = self.bind_batch.max(1) * (self.bind_batches.max(1) + 1);
+        bulk.max(self.bind_concurrency).max(1)
+    }
+
+    fn binder(&self) -> BinderOptions {
+        BinderOptions {
+            batch: self.bind_batch,
+            batches: self.bind_batches.max(1),
+            per_pod: self.bind_concurrency.max(1),
+            ..BinderOptions::default()
+        }
+    }
 }
 
 /// Why the loop stopped.
@@ -48,6 +78,8 @@ impl Default for Options {
         Options {
             scheduler_name: DEFAULT_SCHEDULER_NAME.to_string(),
             bind_concurrency: 128,
+            bind_batch: BinderOptions::default().batch,
+            bind_batches: BinderOptions::default().batches,
         }
     }
 }
@@ -58,10 +90,24 @@ pub async fn run(client: Client, options: Options) -> Result<(), SchedulerError>
     let mut nodes = watcher(Api::<Node>::all(client.clone()), ListParams::default());
     let mut pods = watcher(Api::<Pod>::all(client.clone()), ListParams::default());
     let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
+    let (assign_tx, assign_rx) = mpsc::unbounded_channel();
+    let (busy_tx, busy_rx) = watch::channel(0);
+    let binder = tokio::spawn(binder::run(
+        client.clone(),
+        options.binder(),
+        assign_rx,
+        bind_tx,
+        busy_tx,
+    ));
     let side = Arc::new(Semaphore::new(SIDE_WRITES));
     let (event_tx, event_rx) = mpsc::channel(EVENT_BACKLOG);
-    let event_writer = tokio::spawn(write_events(client.clone(), event_rx, side.clone()));
-    let mut state = State::new(client, options, bind_tx, event_tx, side);
+    let event_writer = tokio::spawn(write_events(
+        client.clone(),
+        event_rx,
+        side.clone(),
+        busy_rx,
+    ));
+    let mut state = State::new(client, options, assign_tx, event_tx, side);
     let result = 'main: loop {
         let now = Instant::now();
         state.queue.flush(now);
@@ -115,14 +161,21 @@ pub async fn run(client: Client, options: Options) -> Result<(), SchedulerError>
         }
     };
     event_writer.abort();
+    binder.abort();
     result
 }
 
 /// At most this many Event creations and status updates in flight: few, so that they do not
-/// take the apiserver's capacity from bindings (Events lag instead, or are dropped).
+/// take the apiserver's capacity from bindings (Events lag instead).
 const SIDE_WRITES: usize = 16;
-/// Events waiting to be written; beyond that they are dropped.
-const EVENT_BACKLOG: usize = 10_000;
+/// Events waiting to be written; beyond that they are dropped, as a last resort against a
+/// scheduler outrunning a stalled apiserver without bound (ten bulk batches' worth of pods).
+const EVENT_BACKLOG: usize = 100_000;
+/// Tries of one Event creation when the apiserver is busy or unreachable.
+const EVENT_TRIES: u32 = 5;
+/// How long an Event may wait for the bindings in flight to be written before it is written
+/// anyway: a burst of bindings goes first, a steady stream does not starve the Events.
+const EVENT_MAX_DEFER: Duration = Duration::from_secs(5);
 /// Decisions per turn of the loop before looking at events again.
 const SCHEDULE_BATCH: usize = 64;
 /// Watch events handled per turn when they are already there.
@@ -142,7 +195,7 @@ struct State {
     /// Where the next decision starts its walk over the nodes.
     start: usize,
     in_flight: usize,
-    bind_tx: mpsc::UnboundedSender<Bound>,
+    assign_tx: mpsc::UnboundedSender<Assignment>,
     event_tx: mpsc::Sender<Event>,
     side: Arc<Semaphore>,
     /// A node or a pod's placement changed since the last re-queue of unschedulable pods.
@@ -160,20 +213,11 @@ struct Pending {
     unschedulable_message: Option<String>,
 }
 
-struct Bound {
-    key: PodKey,
-    namespace: String,
-    name: String,
-    uid: String,
-    node: String,
-    result: Result<(), ClientError>,
-}
-
 impl State {
     fn new(
         client: Client,
         options: Options,
-        bind_tx: mpsc::UnboundedSender<Bound>,
+        assign_tx: mpsc::UnboundedSender<Assignment>,
         event_tx: mpsc::Sender<Event>,
         side: Arc<Semaphore>,
     ) -> State {
@@ -185,7 +229,7 @@ impl State {
             pending: HashMap::new(),
             start: 0,
             in_flight: 0,
-            bind_tx,
+            assign_tx,
             event_tx,
             side,
             changed: false,
@@ -198,7 +242,7 @@ impl State {
     fn can_schedule(&self) -> bool {
         self.nodes_synced
             && self.pods_synced
-            && self.in_flight < self.options.bind_concurrency
+            && self.in_flight < self.options.max_in_flight()
             && self.queue.has_active()
     }
 
@@ -316,8 +360,13 @@ impl State {
                 let info = pending.info.clone();
                 tracing::debug!(pod = %key, %node, "assigning");
                 self.cache.assume(info.clone(), &node);
+                if self.assign_tx.send(Assignment { pod: info, node }).is_err() {
+                    // The binder is gone only when the loop is stopping; nothing will be bound.
+                    tracing::debug!(pod = %key, "the binder has stopped");
+                    self.cache.forget(&key);
+                    return;
+                }
                 self.in_flight += 1;
-                tokio::spawn(bind(self.client.clone(), info, node, self.bind_tx.clone()));
             }
             Err(fit) => {
                 let message = fit.to_string();
@@ -365,7 +414,14 @@ impl State {
                 ));
             }
             Err(error) => {
-                tracing::warn!(pod = %done.key, node = %done.node, %error, "binding failed, will retry");
+                // A 409 is the usual race (bound elsewhere, being deleted, re-created): the
+                // watch brings the pod's new state, and it is tried again only if still pending.
+                let conflict = matches!(&*error, BindError::Client(e) if e.is_conflict());
+                if conflict {
+                    tracing::debug!(pod = %done.key, node = %done.node, %error, "binding refused, will look again");
+                } else {
+                    tracing::warn!(pod = %done.key, node = %done.node, %error, "binding failed, will retry");
+                }
                 self.cache.forget(&done.key);
                 self.changed = true;
                 if self.pending.contains_key(&done.key) {
@@ -387,32 +443,6 @@ async fn sleep_until(wake: Option<Instant>) {
     if let Some(wake) = wake {
         tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
     }
-}
-
-/// POST pods/NAME/binding.
-async fn bind(client: Client, pod: PodInfo, node: String, done: mpsc::UnboundedSender<Bound>) {
-    let body = json!({
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    });
-    let api = Api::<Pod>::namespaced(client, &pod.namespace);
-    let result = match api.dynamic() {
-        Ok(dynamic) => dynamic
-            .create_subresource(&pod.name, "binding", &PostParams::default(), &body)
-            .await
-            .map(|_| ()),
-        Err(error) => Err(error),
-    };
-    let _ = done.send(Bound {
-        key: pod.key,
-        namespace: pod.namespace,
-        name: pod.name,
-        uid: pod.uid,
-        node,
-        result,
-    });
 }
 
 /// PodScheduled=False, reason Unschedulable, through pods/status.
@@ -485,9 +515,27 @@ fn pod_event(
     }
 }
 
-/// Writes queued Events, a bounded number at a time.
-async fn write_events(client: Client, mut events: mpsc::Receiver<Event>, side: Arc<Semaphore>) {
+/// Writes queued Events, a bounded number at a time, after the bindings in flight (`busy`
+/// counts them) or once `EVENT_MAX_DEFER` old, retrying those the apiserver was too busy (or too
+/// far) to take.
+async fn write_events(
+    client: Client,
+    mut events: mpsc::Receiver<Event>,
+    side: Arc<Semaphore>,
+    mut busy: watch::Receiver<usize>,
+) {
     while let Some(event) = events.recv().await {
+        let queued = event.first_timestamp.as_ref().map(|t| t.0);
+        let age = queued
+            .map(|t| {
+                t.duration_until(jiff::Timestamp::now())
+                    .as_secs_f64()
+                    .max(0.0)
+            })
+            .unwrap_or(0.0);
+        let left = EVENT_MAX_DEFER.saturating_sub(Duration::from_secs_f64(age));
+        // A closed channel (binder gone) or the time running out both mean: write it now.
+        let _ = tokio::time::timeout(left, busy.wait_for(|n| *n == 0)).await;
         let Ok(permit) = side.clone().acquire_owned().await else {
             return;
         };
@@ -495,11 +543,34 @@ async fn write_events(client: Client, mut events: mpsc::Receiver<Event>, side: A
         tokio::spawn(async move {
             let namespace = event.metadata.namespace.clone().unwrap_or_default();
             let api = Api::<Event>::namespaced(client, &namespace);
-            if let Err(error) = api.create(&PostParams::default(), &event).await {
-                tracing::debug!(%error, "cannot write an event");
+            for attempt in 1..=EVENT_TRIES {
+                match api.create(&PostParams::default(), &event).await {
+                    Ok(_) => break,
+                    // an earlier try that timed out did get through
+                    Err(error) if attempt > 1 && error.is_already_exists() => break,
+                    Err(error) if attempt < EVENT_TRIES && retriable(&error) => {
+                        tracing::debug!(%error, attempt, "cannot write an event yet, retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot write an event, dropping it");
+                        break;
+                    }
+                }
             }
             drop(permit);
         });
+    }
+}
+
+/// Whether trying again later may succeed: the server was busy, failing or unreachable.
+fn retriable(error: &ClientError) -> bool {
+    match error.status_code() {
+        Some(code) => code == 429 || code >= 500,
+        None => matches!(
+            error,
+            ClientError::Connect { .. } | ClientError::Read { .. }
+        ),
     }
 }
 
@@ -527,11 +598,22 @@ mod tests {
     #[tokio::test]
     async fn a_chosen_pod_is_assumed_at_once_and_forgotten_when_its_binding_fails() {
         let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
+        let (assign_tx, assign_rx) = mpsc::unbounded_channel();
         let (event_tx, mut event_rx) = mpsc::channel(16);
-        let mut state = State::new(
-            unreachable_client().await,
-            Options::default(),
+        let client = unreachable_client().await;
+        let options = Options::default();
+        let (busy, _) = watch::channel(0);
+        let binder = tokio::spawn(binder::run(
+            client.clone(),
+            options.binder(),
+            assign_rx,
             bind_tx,
+            busy,
+        ));
+        let mut state = State::new(
+            client,
+            options,
+            assign_tx,
             event_tx,
             Arc::new(Semaphore::new(1)),
         );
@@ -577,5 +659,6 @@ mod tests {
         assert!(!state.queue.has_active());
         state.queue.flush(Instant::now() + BIND_RETRY);
         assert_eq!(state.queue.pop().as_deref(), Some("default/a"));
+        binder.abort();
     }
 }

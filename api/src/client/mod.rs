@@ -10,6 +10,7 @@
 //! - [`cluster`]: Flotilla's admin routes (replica status, add and remove replicas).
 
 mod api;
+pub mod bindings;
 pub mod cluster;
 pub mod config;
 pub mod leader;

@@ -8,6 +8,7 @@
 //! (see `store`).
 
 pub mod admin;
+pub mod bindings;
 pub mod discovery;
 pub mod join;
 pub mod objects;
@@ -93,6 +94,7 @@ pub fn router(st: AppState) -> Router {
         .route("/api/v1/namespaces/{namespace}/pods/{name}/log", get(proxy::logs))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(proxy::exec))
         .route("/flotilla/v1/join", post(join::join))
+        .route(api::client::bindings::BINDINGS_PATH, post(bindings::bind_many))
         .route("/api/{*rest}", any(core_api))
         .route("/apis/{*rest}", any(group_api))
         .merge(admin::router())

@@ -680,7 +680,8 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-/// POST pods/NAME/binding: the scheduler's write. Fails with 409 when already bound.
+/// POST pods/NAME/binding: the scheduler's write. Fails with 409 when already bound, being
+/// deleted, or when the Binding's `metadata.uid` is not the pod's.
 async fn bind(st: &AppState, req: &Request) -> Result<Response, ApiError> {
     let info = req.target.info;
     let body = parse_body(&req.headers, &req.body)?;
@@ -691,7 +692,20 @@ async fn bind(st: &AppState, req: &Request) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::invalid(info, name_of(req).unwrap_or(""), "target.name: Required value", json!([{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}])))?
         .to_string();
     let pod_name = name_of(req)?.to_string();
+    // kube-apiserver's precondition: a binding decided for a pod that was since deleted and
+    // created again under the same name must not land on the new one
+    let want_uid = body.pointer("/metadata/uid").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let mut m = |cur: &Value| {
+        if let Some(want) = &want_uid {
+            let actual = cur.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            if actual != want {
+                return Err(ApiError::conflict(
+                    info,
+                    &pod_name,
+                    &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {actual}"),
+                ));
+            }
+        }
         if objects::is_deleting(cur) {
             return Err(ApiError::conflict(info, &pod_name, "pod is being deleted, cannot be assigned to a host"));
         }
