@@ -3,7 +3,9 @@
 //! The score is compared field by field: first spread (fewest pods of the same controller owner
 //! on the node), then fewest untolerated PreferNoSchedule taints, then the least allocated node
 //! (free cpu and memory in percent after placing the pod). Ties go to the node met first in a
-//! walk that starts where the previous decision stopped, which also spreads pods.
+//! walk that starts where the previous decision stopped, or, when the walk saw every node, just
+//! after the node chosen last: pods that score alike everywhere (no owner, no requests) go round
+//! the nodes instead of piling onto the first (kube-scheduler picks among ties at random).
 //!
 //! As kube-scheduler does (`percentageOfNodesToScore`), a large cluster is not filtered in full
 //! for every pod: the walk stops once enough feasible nodes are found (all of them below 100
@@ -124,6 +126,8 @@ pub fn select(pod: &PodInfo, nodes: &[NodeInfo], start: usize) -> Result<Placeme
             node,
             next_start: if total == 0 {
                 0
+            } else if visited >= total {
+                (node + 1) % total
             } else {
                 (start + visited) % total
             },
@@ -156,6 +160,23 @@ mod tests {
             cache.set_node(&node(name, "4", "8Gi", "110"));
         }
         cache
+    }
+
+    #[test]
+    fn pods_that_score_alike_everywhere_go_round_the_nodes() {
+        let mut cache = three_nodes();
+        let mut start = 0;
+        let mut chosen = Vec::new();
+        for i in 0..6 {
+            // no owner and no requests: every node scores the same, before and after assuming
+            let p = PodInfo::from_pod(&pod(&format!("bare-{i}"), "0", "0"));
+            let placement = select(&p, cache.nodes(), start).unwrap_or_else(|e| panic!("{e}"));
+            let name = cache.nodes()[placement.node].name.clone();
+            cache.assume(p, &name);
+            chosen.push(name);
+            start = placement.next_start;
+        }
+        assert_eq!(chosen, ["n1", "n2", "n3", "n1", "n2", "n3"]);
     }
 
     #[test]
