@@ -697,26 +697,9 @@ impl Worker {
             .map(|c| {
                 let rec = self.record.init_containers.get(&c.name).cloned().unwrap_or_default();
                 let running = rec.id.is_some() && !self.waiting.contains_key(&c.name);
-                let state = if running {
-                    let started_at = self.started_at(rec.id.as_deref()).unwrap_or_else(Timestamp::now);
-                    Observed::Running { started_at }
-                } else if rec.done {
-                    rec.last.clone().map(Observed::Terminated).unwrap_or(Observed::Waiting { reason: "PodInitializing".into(), message: None })
-                } else {
-                    let (reason, message) = self.waiting.get(&c.name).cloned().unwrap_or(("PodInitializing".to_string(), None));
-                    Observed::Waiting { reason, message }
-                };
-                ContainerView {
-                    name: c.name.clone(),
-                    image: c.image.clone().unwrap_or_default(),
-                    image_id: rec.image_id.clone(),
-                    container_id: rec.id.clone().or_else(|| rec.last.as_ref().and_then(|l| l.container_id.clone())),
-                    last: if rec.done { None } else { rec.last.clone() },
-                    ready: rec.completed(),
-                    started: running,
-                    state,
-                    restart_count: rec.restart_count,
-                }
+                // a completed init container counts as ready, as kubelet reports it
+                let ready = rec.completed();
+                self.container_view(c, rec, running, "PodInitializing", ready, running)
             })
             .collect();
         let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
@@ -728,26 +711,7 @@ impl Worker {
                 let running = rec.id.is_some() && !self.waiting.contains_key(&c.name) && probes.is_some();
                 let started = running && probes.is_some_and(|p| p.startup.as_ref().is_none_or(|s| s.state() == ProbeState::Success));
                 let ready = started && probes.is_some_and(|p| p.readiness.as_ref().is_none_or(|r| r.state() == ProbeState::Success));
-                let state = if running {
-                    let started_at = self.started_at(rec.id.as_deref()).unwrap_or_else(Timestamp::now);
-                    Observed::Running { started_at }
-                } else if rec.done {
-                    rec.last.clone().map(Observed::Terminated).unwrap_or(Observed::Waiting { reason: "ContainerCreating".into(), message: None })
-                } else {
-                    let (reason, message) = self.waiting.get(&c.name).cloned().unwrap_or(("ContainerCreating".to_string(), None));
-                    Observed::Waiting { reason, message }
-                };
-                ContainerView {
-                    name: c.name.clone(),
-                    image: c.image.clone().unwrap_or_default(),
-                    image_id: rec.image_id.clone(),
-                    container_id: rec.id.clone().or_else(|| rec.last.as_ref().and_then(|l| l.container_id.clone())),
-                    last: if rec.done { None } else { rec.last.clone() },
-                    state,
-                    restart_count: rec.restart_count,
-                    ready,
-                    started,
-                }
+                self.container_view(c, rec, running, "ContainerCreating", ready, started)
             })
             .collect();
         PodView {
@@ -756,6 +720,40 @@ impl Worker {
             host_ip: self.ctx.node_ip.clone(),
             pod_ip: self.pod_ip.map(|ip| ip.to_string()),
             start_time: self.record.start_time,
+        }
+    }
+
+    /// What the status shows of one container (init or not): running, ended for good, or
+    /// waiting for the reason recorded, `waiting_reason` when none is.
+    fn container_view(
+        &self,
+        c: &Container,
+        rec: ContainerRecord,
+        running: bool,
+        waiting_reason: &str,
+        ready: bool,
+        started: bool,
+    ) -> ContainerView {
+        let waiting = |reason: String, message| Observed::Waiting { reason, message };
+        let state = if running {
+            let started_at = self.started_at(rec.id.as_deref()).unwrap_or_else(Timestamp::now);
+            Observed::Running { started_at }
+        } else if rec.done {
+            rec.last.clone().map(Observed::Terminated).unwrap_or_else(|| waiting(waiting_reason.to_string(), None))
+        } else {
+            let (reason, message) = self.waiting.get(&c.name).cloned().unwrap_or((waiting_reason.to_string(), None));
+            waiting(reason, message)
+        };
+        ContainerView {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: rec.image_id.clone(),
+            container_id: rec.id.clone().or_else(|| rec.last.as_ref().and_then(|l| l.container_id.clone())),
+            last: if rec.done { None } else { rec.last },
+            state,
+            restart_count: rec.restart_count,
+            ready,
+            started,
         }
     }
 
