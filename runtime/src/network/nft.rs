@@ -30,10 +30,8 @@ pub enum NftError {
 /// Replaces table `family name` with one whose contents are `body` (chains, sets, maps, in
 /// nft's syntax, without the surrounding `table ... { }`), atomically.
 pub async fn apply_table(family: &str, name: &str, body: &str) -> Result<(), NftError> {
-    check_name("family", family)?;
-    check_name("table", name)?;
-    let script = table_script(family, name, body);
-    exec(&format!("{family} {name}"), &["-f", "-"], Some(&script)).await.map(drop)
+    // the names are checked by apply_script before nft sees the script
+    apply_script(family, name, &table_script(family, name, body)).await
 }
 
 /// Runs an nft script (commands such as `add element`, `flush chain`) for table `family name`
