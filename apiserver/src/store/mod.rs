@@ -1,8 +1,8 @@
 //! The apiserver's Raft-replicated, durable store of objects by key.
 //!
 //! Layout: `types` holds the public data types and openraft's type configuration; `log_store`
-//! keeps the Raft log, vote and committed index in redb (fsynced before openraft hears that
-//! entries are written); `state_machine` applies commands to an in-memory map, publishes watch
+//! keeps the Raft log, vote and committed index in a write-ahead log (fsynced before openraft
+//! hears that entries are written); `state_machine` applies commands to an in-memory map, publishes watch
 //! events and writes snapshots; `network` sends Raft RPCs to peers as JSON over HTTP(S); `peer`
 //! is the router that receives them, plus write forwarding, read index, membership changes and
 //! status. This module ties them together in [`Store`].
@@ -12,7 +12,7 @@
 //! [`Store::write`] on the leader therefore queues the command; a batcher task proposes whatever
 //! has queued as one [`Command::Batch`] entry while at most [`PROPOSALS_IN_FLIGHT`] proposals are
 //! under way, so concurrent writes share each replica's fsync (group commit) and a lone write is
-//! proposed at once, as a plain command.
+//! proposed at once, from the writer's own task, as a plain command.
 
 mod log_store;
 mod network;
@@ -23,6 +23,7 @@ mod types;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,10 @@ struct Inner {
     leader_wait: Duration,
     /// writes waiting for the batcher (see the module doc)
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    /// how many writes are in `proposals` and not yet taken by the batcher
+    queued: Arc<AtomicUsize>,
+    /// one permit per proposal that may be under way at once
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A write waiting to be proposed, and where its answer goes.
@@ -146,7 +151,7 @@ impl Store {
                 cfg.data_dir.display()
             ))
         })?;
-        let log = LogStore::open(cfg.data_dir.join("raft-log.redb")).await?;
+        let log = LogStore::open(cfg.data_dir.clone()).await?;
         let (sm, shared) =
             StateMachine::open(cfg.data_dir.join("snapshots"), cfg.history_limit).await?;
         let config = Config {
@@ -176,8 +181,10 @@ impl Store {
             .map_err(|e| {
                 StoreError::Storage(format!("start raft from {}: {e}", cfg.data_dir.display()))
             })?;
-        let (proposals, queued) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(batcher(raft.clone(), cfg.id, queued));
+        let (proposals, waiting) = tokio::sync::mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+        tokio::spawn(batcher(raft.clone(), cfg.id, waiting, queued.clone(), slots.clone()));
         Ok(Store {
             inner: Arc::new(Inner {
                 id: cfg.id,
@@ -188,6 +195,8 @@ impl Store {
                 scheme: cfg.peer_scheme,
                 leader_wait: cfg.leader_wait,
                 proposals,
+                queued,
+                slots,
             }),
         })
     }
@@ -498,11 +507,30 @@ impl Store {
                 reason: "not the leader".to_string(),
             };
         }
+        // A lone write (nothing queued, a proposal slot free) is proposed from the caller's own
+        // task: going through the batcher would cost two task hand-offs each way, a good part
+        // of a write's latency at one client. (A caller that gives up mid-way frees its slot
+        // early; the slots only shape batching, they guard nothing.)
+        if self.inner.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(slot) = self.inner.slots.clone().try_acquire_owned() {
+                let outcome = propose_entry(&self.inner.raft, self.inner.id, vec![cmd]).await;
+                drop(slot);
+                return match outcome {
+                    Ok(mut results) => match results.pop() {
+                        Some(result) => PeerReply::Ok(result),
+                        None => PeerReply::Unavailable("a write was applied without a result".to_string()),
+                    },
+                    Err(e) => e,
+                };
+            }
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let gone = || {
             PeerReply::Unavailable(format!("replica {} is shutting down", self.inner.id))
         };
+        self.inner.queued.fetch_add(1, Ordering::AcqRel);
         if self.inner.proposals.send(Proposal { cmd, reply }).is_err() {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
             return gone();
         }
         answer.await.unwrap_or_else(|_| gone())
@@ -722,20 +750,22 @@ impl Store {
 async fn batcher(
     raft: Raft,
     id: ReplicaId,
-    mut queued: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+    mut waiting: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+    queued: Arc<AtomicUsize>,
+    slots: Arc<tokio::sync::Semaphore>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
-    while let Some(first) = queued.recv().await {
+    while let Some(first) = waiting.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match queued.try_recv() {
+            match waiting.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let raft = raft.clone();
         tokio::spawn(async move {
             propose(&raft, id, batch).await;
@@ -746,15 +776,36 @@ async fn batcher(
 
 /// Proposes `batch` as one entry and answers each of its writers.
 async fn propose(raft: &Raft, id: ReplicaId, batch: Vec<Proposal>) {
-    let (mut cmds, replies): (Vec<Command>, Vec<_>) =
-        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    // A writer that gave up waiting has dropped its receiver: nothing to tell it.
+    match propose_entry(raft, id, cmds).await {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(PeerReply::Ok(result));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(e.clone());
+            }
+        }
+    }
+}
+
+/// Proposes `cmds` as one log entry (a plain command when there is one) and returns one result
+/// per command, in order.
+async fn propose_entry(
+    raft: &Raft,
+    id: ReplicaId,
+    mut cmds: Vec<Command>,
+) -> Result<Vec<(u64, ApplyResult)>, PeerReply<(u64, ApplyResult)>> {
     let n = cmds.len();
     let entry = if n == 1 {
         cmds.remove(0)
     } else {
         Command::Batch(cmds)
     };
-    let outcome = match raft.client_write(entry).await {
+    match raft.client_write(entry).await {
         Ok(resp) if resp.data.len() == n => Ok(resp.data),
         Ok(resp) => Err(PeerReply::Unavailable(format!(
             "entry {} was applied with {} results for {n} commands",
@@ -770,19 +821,6 @@ async fn propose(raft: &Raft, id: ReplicaId, batch: Vec<Proposal>) {
         Err(RaftError::Fatal(e)) => Err(PeerReply::Unavailable(format!(
             "replica {id} stopped: {e}"
         ))),
-    };
-    // A writer that gave up waiting has dropped its receiver: nothing to tell it.
-    match outcome {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(PeerReply::Ok(result));
-            }
-        }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(e.clone());
-            }
-        }
     }
 }
 
