@@ -12,7 +12,8 @@
 //!
 //! Every loop is bounded by a deadline and a count; all traffic goes to 127.0.0.1. Both
 //! clusters are stopped and their data removed by guards, also when the benchmark panics.
-//! `FLOTILLA_BENCH_SECS` sets the seconds per cell (default 4).
+//! `FLOTILLA_BENCH_SECS` sets the seconds per cell (default 4); `FLOTILLA_BENCH_CLIENTS` (a
+//! comma-separated list such as `1` or `1,16`) runs only those concurrency levels.
 //!
 //! This is a hand-written harness rather than criterion: a cell is a timed load at a given
 //! concurrency against external processes, not a closure to iterate, and the output wanted is
@@ -138,8 +139,9 @@ async fn run(cell: Duration) -> anyhow::Result<()> {
         None => None,
     };
 
+    let levels = levels_from_env()?;
     let mut rows: Vec<Row> = Vec::new();
-    for &clients in &LEVELS {
+    for &clients in &levels {
         for op in [Op::Create, Op::Update] {
             for mode in [Mode::Spread, Mode::Leader] {
                 let f = cell_run(&flotilla, op, mode, clients, cell).await?;
@@ -429,6 +431,19 @@ struct WorkerOut {
     latencies: Vec<Duration>,
     errors: usize,
     first_error: Option<String>,
+}
+
+/// The concurrency levels to run: `FLOTILLA_BENCH_CLIENTS` if set, else all of [`LEVELS`].
+fn levels_from_env() -> anyhow::Result<Vec<usize>> {
+    let Ok(list) = std::env::var("FLOTILLA_BENCH_CLIENTS") else {
+        return Ok(LEVELS.to_vec());
+    };
+    list.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => bail!("FLOTILLA_BENCH_CLIENTS: {n:?} is not a client count from 1 to 1024; give a list such as 1,16,64"),
+        })
+        .collect()
 }
 
 /// Runs `clients` concurrent clients doing `op` for `dur` (or until the cell's cap).
