@@ -3,113 +3,39 @@
 //! with its effects (nodeName, PodScheduled, one watch event per pod), and bodies refused whole
 //! (400, 413) with nothing changed.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use apiserver::auth::{Role, TokenFile};
-use apiserver::pki::{self, InitOptions, PkiPaths};
-use apiserver::server::{self, ServeOptions};
-use apiserver::store::Replica;
-use apiserver::tls;
+use apiserver::auth::Role;
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 
+mod common;
+
+use common::Replica1;
+
 const BINDINGS: &str = "/flotilla/v1/bindings";
 
-/// One replica and its admin token; dropping it stops the replica.
-struct Replica1 {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    admin: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Replica1 {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
 impl Replica1 {
-    async fn start() -> Replica1 {
-        let dir = tempfile::tempdir().unwrap();
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = api.local_addr().unwrap();
-        let out = pki::init(&InitOptions { dir: dir.path().to_path_buf(), hosts: vec![], servers: vec![format!("https://{addr}")] }).unwrap();
-        let me = Replica { api_addr: addr.to_string(), peer_addr: peer.local_addr().unwrap().to_string() };
-        let opts = ServeOptions {
-            id: 1,
-            data_dir: dir.path().join("replica-1"),
-            pki: PkiPaths::under(dir.path()),
-            tokens: out.tokens_file.clone(),
-            me: me.clone(),
-            initial_cluster: BTreeMap::from([(1, me)]),
-            join: false,
-            snapshot_every: None,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            if let Err(e) = server::run(opts, api, peer, async {
-                let _ = stopped.await;
-            })
-            .await
-            {
-                eprintln!("replica stopped with an error: {e:#}");
-            }
-        });
-        let r = Replica1 { dir, addr, admin: out.admin_token, stop: Some(stop) };
-        let client = r.client(&r.admin);
-        for _ in 0..200 {
-            if let Ok(resp) = client.get(r.url("/api/v1/namespaces/default")).send().await {
-                if resp.status().is_success() {
-                    return r;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the replica did not become ready");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    fn client(&self, token: &str) -> reqwest::Client {
-        let config = tls::api_client_config(&PkiPaths::under(self.dir.path()).ca_cert()).unwrap();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-        reqwest::Client::builder().use_preconfigured_tls(config).default_headers(headers).timeout(Duration::from_secs(30)).build().unwrap()
-    }
-
-    fn tokens_file(&self) -> PathBuf {
-        self.dir.path().join("tokens.csv")
-    }
-
     async fn create_pod(&self, ns: &str, name: &str) -> Value {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]},
         });
-        let resp = self.client(&self.admin).post(self.url(&format!("/api/v1/namespaces/{ns}/pods"))).json(&pod).send().await.unwrap();
+        let resp = self.client(Some(&self.admin)).post(self.url(&format!("/api/v1/namespaces/{ns}/pods"))).json(&pod).send().await.unwrap();
         assert_eq!(resp.status(), 201, "creating pod {name}");
         resp.json().await.unwrap()
     }
 
     async fn pod(&self, ns: &str, name: &str) -> Value {
-        let resp = self.client(&self.admin).get(self.url(&format!("/api/v1/namespaces/{ns}/pods/{name}"))).send().await.unwrap();
+        let resp = self.client(Some(&self.admin)).get(self.url(&format!("/api/v1/namespaces/{ns}/pods/{name}"))).send().await.unwrap();
         assert_eq!(resp.status(), 200, "reading pod {name}");
         resp.json().await.unwrap()
     }
 
     /// Posts a bulk binding body; returns the status and the JSON answer.
     async fn bind(&self, token: &str, body: String) -> (u16, Value) {
-        let resp = self.client(token).post(self.url(BINDINGS)).header("content-type", "application/json").body(body).send().await.unwrap();
+        let resp = self.client(Some(token)).post(self.url(BINDINGS)).header("content-type", "application/json").body(body).send().await.unwrap();
         let code = resp.status().as_u16();
         (code, resp.json().await.unwrap_or(Value::Null))
     }
@@ -140,10 +66,10 @@ async fn a_batch_binds_each_pod_as_the_subresource_does() {
         uids.push(pod["metadata"]["uid"].as_str().unwrap().to_string());
     }
     // watch from the revision after the creations: the bindings must show as one event each
-    let list: Value = r.client(&r.admin).get(r.url("/api/v1/namespaces/default/pods")).send().await.unwrap().json().await.unwrap();
+    let list: Value = r.client(Some(&r.admin)).get(r.url("/api/v1/namespaces/default/pods")).send().await.unwrap().json().await.unwrap();
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     let watch = r
-        .client(&r.admin)
+        .client(Some(&r.admin))
         .get(r.url(&format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}")))
         .timeout(Duration::from_secs(120))
         .send()
@@ -254,7 +180,7 @@ async fn a_caller_not_allowed_to_bind_gets_403_for_each_pod() {
     let r = Replica1::start().await;
     r.create_pod("default", "a").await;
     r.create_pod("default", "b").await;
-    let viewer = TokenFile::append(&r.tokens_file(), "viewer", &Role::Viewer).unwrap();
+    let viewer = r.token("viewer", Role::Viewer);
     // the token file is polled: wait until the new token authenticates
     let mut answer = (401, Value::Null);
     for _ in 0..50 {
@@ -271,7 +197,7 @@ async fn a_caller_not_allowed_to_bind_gets_403_for_each_pod() {
     assert_eq!(node_of(&r.pod("default", "a").await), None);
     assert_eq!(node_of(&r.pod("default", "b").await), None);
     // a node may not bind pods either, not even to itself
-    let node = TokenFile::append(&r.tokens_file(), "system:node:n1", &Role::Node("n1".into())).unwrap();
+    let node = r.token("system:node:n1", Role::Node("n1".into()));
     let mut answer = (401, Value::Null);
     for _ in 0..50 {
         answer = r.bind(&node, json!({"items": [item("default", "a", "n1")]}).to_string()).await;

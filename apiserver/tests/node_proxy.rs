@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::auth::{Role, TokenFile};
-use apiserver::pki::{self, InitOptions, PkiPaths};
-use apiserver::server::{self, ServeOptions};
-use apiserver::store::Replica;
+use apiserver::auth::Role;
 use apiserver::tls;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query};
@@ -24,89 +21,9 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 
-/// One replica and its credentials; dropping it stops the replica.
-struct Replica1 {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    admin: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
+mod common;
 
-impl Drop for Replica1 {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-impl Replica1 {
-    async fn start() -> Replica1 {
-        let dir = tempfile::tempdir().unwrap();
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = api.local_addr().unwrap();
-        let out = pki::init(&InitOptions { dir: dir.path().to_path_buf(), hosts: vec![], servers: vec![format!("https://{addr}")] }).unwrap();
-        let me = Replica { api_addr: addr.to_string(), peer_addr: peer.local_addr().unwrap().to_string() };
-        let opts = ServeOptions {
-            id: 1,
-            data_dir: dir.path().join("replica-1"),
-            pki: PkiPaths::under(dir.path()),
-            tokens: out.tokens_file.clone(),
-            me: me.clone(),
-            initial_cluster: BTreeMap::from([(1, me)]),
-            join: false,
-            snapshot_every: None,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            if let Err(e) = server::run(opts, api, peer, async {
-                let _ = stopped.await;
-            })
-            .await
-            {
-                eprintln!("replica stopped with an error: {e:#}");
-            }
-        });
-        let r = Replica1 { dir, addr, admin: out.admin_token, stop: Some(stop) };
-        // ready once the default namespaces exist
-        let client = r.client(Some(&r.admin));
-        for _ in 0..200 {
-            if let Ok(resp) = client.get(r.url("/api/v1/namespaces/kube-system")).send().await {
-                if resp.status().is_success() {
-                    return r;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the replica did not become ready");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    fn pki(&self) -> PkiPaths {
-        PkiPaths::under(self.dir.path())
-    }
-
-    fn client(&self, token: Option<&str>) -> reqwest::Client {
-        let config = tls::api_client_config(&self.pki().ca_cert()).unwrap();
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(t) = token {
-            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
-        }
-        reqwest::Client::builder().use_preconfigured_tls(config).default_headers(headers).timeout(Duration::from_secs(20)).build().unwrap()
-    }
-
-    fn token(&self, user: &str, role: Role) -> String {
-        TokenFile::append(&self.dir.path().join("tokens.csv"), user, &role).unwrap()
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-}
+use common::Replica1;
 
 /// A token added to tokens.csv works within a couple of seconds (the file is polled).
 async fn wait_token_works(r: &Replica1, token: &str) {
