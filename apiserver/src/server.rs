@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -59,6 +60,7 @@ pub async fn run(
     let peer_tls = tls::peer_server_config(&opts.pki).context("loading the peer serving certificate")?;
 
     let mut cfg = StoreConfig::new(opts.id, opts.data_dir.clone(), opts.me.clone(), peer_client, "https");
+    cfg.raft_tls = Some(tls::raft_client_config(&opts.pki).context("setting up the raft client certificate")?);
     if let Some(n) = opts.snapshot_every {
         cfg.snapshot_every = n;
     }
@@ -68,7 +70,21 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let peer_task = tokio::spawn(tls::serve(peer_listener, Some(peer_tls), store.peer_router(), stopped(stop_rx.clone())));
+    let raft_store = store.clone();
+    let raft = tls::AlpnProtocol {
+        alpn: crate::store::RAFT_ALPN,
+        handler: Arc::new(move |stream, peer, stop| {
+            let store = raft_store.clone();
+            Box::pin(async move { store.serve_raft_connection(stream, peer, stop).await })
+        }),
+    };
+    let peer_task = tokio::spawn(tls::serve_with(
+        peer_listener,
+        Some(peer_tls),
+        store.peer_router(),
+        Some(raft),
+        stopped(stop_rx.clone()),
+    ));
 
     if !opts.join && !opts.initial_cluster.is_empty() {
         store.initialize(opts.initial_cluster.clone()).await.context("initializing the cluster membership")?;

@@ -77,7 +77,8 @@ pub fn api_server_config(pki: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, Tl
     Ok(Arc::new(config))
 }
 
-/// Peer port: a client certificate is required and verified against the cluster CA.
+/// Peer port: a client certificate is required and verified against the cluster CA. Besides
+/// HTTP it offers the Raft frame protocol ([`crate::store::RAFT_ALPN`]).
 pub fn peer_server_config(pki: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (certs, key) = replica_identity(pki)?;
     let roots = ca_roots(pki)?;
@@ -94,6 +95,7 @@ pub fn peer_server_config(pki: &PkiPaths) -> Result<Arc<rustls::ServerConfig>, T
         .with_single_cert(certs, key)
         .map_err(|source| config_error(pki, source))?;
     config.alpn_protocols = alpn();
+    config.alpn_protocols.insert(0, crate::store::RAFT_ALPN.to_vec());
     Ok(Arc::new(config))
 }
 
@@ -110,6 +112,14 @@ pub fn peer_client_config(pki: &PkiPaths) -> Result<rustls::ClientConfig, TlsErr
         .map_err(|source| config_error(pki, source))?;
     config.alpn_protocols = alpn();
     Ok(config)
+}
+
+/// The TLS client configuration of Raft connections to peers: the replica certificate, the
+/// cluster CA, and ALPN [`crate::store::RAFT_ALPN`].
+pub fn raft_client_config(pki: &PkiPaths) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut config = peer_client_config(pki)?;
+    config.alpn_protocols = vec![crate::store::RAFT_ALPN.to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// reqwest client for peer RPCs: presents the replica certificate, trusts only the cluster
@@ -160,6 +170,34 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, tls, router, None, shutdown).await
+}
+
+/// A protocol other than HTTP on a TLS port, chosen by the client through ALPN: connections
+/// that negotiated `alpn` are handed to `handler` instead of the HTTP router.
+#[derive(Clone)]
+pub struct AlpnProtocol {
+    pub alpn: &'static [u8],
+    pub handler: Arc<
+        dyn Fn(
+                tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                SocketAddr,
+                tokio::sync::watch::Receiver<bool>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            + Send
+            + Sync,
+    >,
+}
+
+/// [`serve`], with connections that negotiate `other`'s ALPN protocol given to its handler
+/// (which must end when the stop signal it is given turns true).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    other: Option<AlpnProtocol>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -184,6 +222,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
                 let acceptor = acceptor.clone();
+                let other = other.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
                     match acceptor {
@@ -204,6 +243,11 @@ pub async fn serve(
                                 },
                                 () = stopped(stop.clone()) => return,
                             };
+                            if let Some(other) = other {
+                                if stream.get_ref().1.alpn_protocol() == Some(other.alpn) {
+                                    return (other.handler)(stream, peer, stop).await;
+                                }
+                            }
                             serve_connection(stream, peer, router, stop).await
                         }
                     }

@@ -19,6 +19,7 @@ mod network;
 mod peer;
 mod state_machine;
 mod types;
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -42,6 +43,7 @@ pub use types::{
 };
 
 use log_store::LogStore;
+pub use wire::ALPN as RAFT_ALPN;
 use peer::{MembershipChange, PeerReply};
 use state_machine::{Live, Shared, StateMachine};
 use types::Raft;
@@ -66,6 +68,10 @@ pub struct StoreConfig {
     pub peer_client: reqwest::Client,
     /// "https" or "http"
     pub peer_scheme: &'static str,
+    /// when set, Raft RPCs go as frames on a mutual-TLS connection per peer (see `wire`),
+    /// made with this configuration (its ALPN must be [`RAFT_ALPN`]); otherwise as JSON over
+    /// HTTP(S) through `peer_client` to the peer router
+    pub raft_tls: Option<Arc<rustls::ClientConfig>>,
     /// events kept for watch-from-revision
     pub history_limit: usize,
     /// build a snapshot (and compact the log) after this many entries
@@ -95,6 +101,7 @@ impl StoreConfig {
             me,
             peer_client,
             peer_scheme,
+            raft_tls: None,
             history_limit: 100_000,
             snapshot_every: 100_000,
             logs_kept_after_snapshot: 1_000,
@@ -175,6 +182,7 @@ impl Store {
             id: cfg.id,
             client: cfg.peer_client.clone(),
             scheme: cfg.peer_scheme,
+            tls: cfg.raft_tls.clone().map(tokio_rustls::TlsConnector::from),
         };
         let raft = Raft::new(cfg.id, Arc::new(config), network, log, sm)
             .await
@@ -236,6 +244,19 @@ impl Store {
     /// paths.
     pub fn peer_router(&self) -> axum::Router {
         peer::router(self.clone())
+    }
+
+    /// Serves Raft RPC frames on a connection a peer opened with ALPN [`RAFT_ALPN`], until it
+    /// closes or `stop` turns true.
+    pub async fn serve_raft_connection<S>(
+        &self,
+        stream: S,
+        peer: std::net::SocketAddr,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        wire::serve_connection(self.clone(), stream, peer, stop).await
     }
 
     /// Proposes `cmd`, forwarded to the leader when this replica is not it; waits out an

@@ -1,4 +1,6 @@
-//! openraft's network: Raft RPCs sent as JSON over HTTP(S) to the peers' routers.
+//! openraft's network: Raft RPCs sent to a peer either as frames on one kept-open mutual-TLS
+//! connection per target (`wire`; what replicas use) or as JSON over HTTP(S) to the peer's
+//! router (when no TLS client configuration is given, as in the store's in-process tests).
 //!
 //! Connection failures are reported as `Unreachable` so that openraft backs off instead of
 //! retrying a dead peer in a tight loop.
@@ -18,7 +20,12 @@ use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
 use super::types::{Replica, ReplicaId, TypeConfig};
+use super::wire;
 
 /// Paths of the Raft RPCs on the peer router.
 pub(crate) const PATH_APPEND: &str = "/raft/append";
@@ -30,6 +37,8 @@ pub(crate) struct PeerNetwork {
     pub(crate) id: ReplicaId,
     pub(crate) client: reqwest::Client,
     pub(crate) scheme: &'static str,
+    /// set: Raft RPCs go as `wire` frames over TLS made by this connector
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
 }
 
 pub(crate) struct PeerConnection {
@@ -37,6 +46,75 @@ pub(crate) struct PeerConnection {
     target: ReplicaId,
     base: String,
     client: reqwest::Client,
+    framed: Option<Framed>,
+}
+
+/// The framed transport to one peer: its address and the open connection, if any.
+struct Framed {
+    connector: tokio_rustls::TlsConnector,
+    addr: String,
+    conn: Option<TlsStream<TcpStream>>,
+}
+
+/// Why one framed exchange failed.
+enum ExchangeError {
+    /// no connection could be made: nothing was sent
+    Connect(std::io::Error),
+    /// the connection broke during the exchange
+    Io(std::io::Error),
+}
+
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Framed {
+    async fn connect(&self) -> Result<TlsStream<TcpStream>, std::io::Error> {
+        let host = match self.addr.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => self.addr.as_str(),
+        };
+        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("peer address {}: {e}", self.addr))
+        })?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {} timed out", self.addr)))??;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TLS handshake with {} timed out", self.addr)))??;
+        if tls.get_ref().1.alpn_protocol() != Some(wire::ALPN) {
+            return Err(std::io::Error::other(format!(
+                "peer {} does not speak {} (an older apiserver?)",
+                self.addr,
+                String::from_utf8_lossy(wire::ALPN)
+            )));
+        }
+        Ok(tls)
+    }
+
+    /// Sends one request frame and reads its answer. A kept-open connection that turns out to be
+    /// dead (the peer restarted) is replaced once by a new one: Raft's RPCs may be repeated.
+    async fn exchange(&mut self, frame: &[u8]) -> Result<(u8, Vec<u8>), ExchangeError> {
+        let reused = self.conn.is_some();
+        match self.exchange_once(frame).await {
+            Err(ExchangeError::Io(_)) if reused => self.exchange_once(frame).await,
+            other => other,
+        }
+    }
+
+    async fn exchange_once(&mut self, frame: &[u8]) -> Result<(u8, Vec<u8>), ExchangeError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect().await.map_err(ExchangeError::Connect)?,
+        };
+        wire::write_frame(&mut conn, frame).await.map_err(ExchangeError::Io)?;
+        let answer = wire::read_frame(&mut conn).await.map_err(ExchangeError::Io)?;
+        // only a connection that finished its exchange is kept: one dropped mid-way (error,
+        // timeout) may still carry a late answer
+        self.conn = Some(conn);
+        Ok(answer)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -48,12 +126,77 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             base: format!("{}://{}", self.scheme, node.peer_addr),
             client: self.client.clone(),
+            framed: self.tls.clone().map(|connector| Framed { connector, addr: node.peer_addr.clone(), conn: None }),
         }
     }
 }
 
 impl PeerConnection {
+    /// One RPC: as a frame when the framed transport is set up, else as an HTTP request.
     async fn call<Req, Resp, E>(
+        &mut self,
+        kind: u8,
+        path: &str,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<ReplicaId, Replica, RaftError<ReplicaId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        if self.framed.is_some() {
+            self.call_framed(kind, action, req, option).await
+        } else {
+            self.call_http(path, action, req, option).await
+        }
+    }
+
+    async fn call_framed<Req, Resp, E>(
+        &mut self,
+        kind: u8,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<ReplicaId, Replica, RaftError<ReplicaId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let timeout = option.hard_ttl();
+        let (id, target) = (self.id, self.target);
+        let Some(framed) = self.framed.as_mut() else {
+            return Err(RPCError::Network(NetworkError::new(&std::io::Error::other("no framed transport"))));
+        };
+        let frame = wire::encode(kind, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let (answer_kind, body) = match tokio::time::timeout(timeout, framed.exchange(&frame)).await {
+            Err(_) => {
+                framed.conn = None;
+                return Err(RPCError::Timeout(Timeout { action, id, target, timeout }));
+            }
+            Ok(Err(ExchangeError::Connect(e))) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Ok(Err(ExchangeError::Io(e))) => return Err(RPCError::Network(NetworkError::new(&e))),
+            Ok(Ok(answer)) => answer,
+        };
+        if answer_kind != wire::OK {
+            // the peer could not use the request: report it like a peer that is not there
+            let msg: String = serde_json::from_slice(&body).unwrap_or_else(|_| "an undecodable refusal".to_string());
+            framed.conn = None;
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "peer {} refused the {action:?} request: {msg}",
+                framed.addr
+            )))));
+        }
+        let reply: Result<Resp, RaftError<ReplicaId, E>> = serde_json::from_slice(&body).map_err(|e| {
+            framed.conn = None;
+            RPCError::Network(NetworkError::new(&e))
+        })?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+
+    async fn call_http<Req, Resp, E>(
         &self,
         path: &str,
         action: RPCTypes,
@@ -110,7 +253,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<ReplicaId>, RPCError<ReplicaId, Replica, RaftError<ReplicaId>>>
     {
-        self.call(PATH_APPEND, RPCTypes::AppendEntries, &rpc, &option)
+        self.call(wire::APPEND, PATH_APPEND, RPCTypes::AppendEntries, &rpc, &option)
             .await
     }
 
@@ -122,7 +265,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<ReplicaId>,
         RPCError<ReplicaId, Replica, RaftError<ReplicaId, InstallSnapshotError>>,
     > {
-        self.call(PATH_SNAPSHOT, RPCTypes::InstallSnapshot, &rpc, &option)
+        self.call(wire::SNAPSHOT, PATH_SNAPSHOT, RPCTypes::InstallSnapshot, &rpc, &option)
             .await
     }
 
@@ -131,7 +274,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<ReplicaId>,
         option: RPCOption,
     ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, Replica, RaftError<ReplicaId>>> {
-        self.call(PATH_VOTE, RPCTypes::Vote, &rpc, &option).await
+        self.call(wire::VOTE, PATH_VOTE, RPCTypes::Vote, &rpc, &option).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
