@@ -20,7 +20,6 @@ use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -69,28 +68,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Framed {
     async fn connect(&self) -> Result<TlsStream<TcpStream>, std::io::Error> {
-        let host = match self.addr.rsplit_once(':') {
-            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
-            None => self.addr.as_str(),
-        };
-        let name = ServerName::try_from(host.to_string()).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("peer address {}: {e}", self.addr))
-        })?;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {} timed out", self.addr)))??;
-        let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(name, tcp))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TLS handshake with {} timed out", self.addr)))??;
-        if tls.get_ref().1.alpn_protocol() != Some(wire::ALPN) {
-            return Err(std::io::Error::other(format!(
-                "peer {} does not speak {} (an older apiserver?)",
-                self.addr,
-                String::from_utf8_lossy(wire::ALPN)
-            )));
-        }
-        Ok(tls)
+        wire::connect(&self.connector, &self.addr, CONNECT_TIMEOUT).await
     }
 
     /// Sends one request frame and reads its answer. A kept-open connection that turns out to be

@@ -9,7 +9,8 @@
 //! order, one at a time, which is how openraft calls a peer (`RaftNetwork` takes `&mut self`).
 //!
 //! A frame is a 4-byte big-endian length, then that many bytes: one byte of kind and a JSON body.
-//! Requests: [`APPEND`], [`VOTE`], [`SNAPSHOT`]; answers: [`OK`] with the JSON of openraft's
+//! Requests: [`APPEND`], [`VOTE`], [`SNAPSHOT`], and [`WRITE`] (a write forwarded by a follower,
+//! on connections of its own kept in a small pool); answers: [`OK`] with the JSON of openraft's
 //! `Result`, or [`FAILED`] with a message (the request could not be decoded). A frame over
 //! [`MAX_FRAME`] or of an unknown kind closes the connection; nothing else is done with it.
 //! Hand-written because it is a few dozen lines over tokio's I/O traits; a general RPC crate
@@ -18,11 +19,17 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use futures::FutureExt as _;
+use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
+use super::types::Command;
 use super::Store;
 
 /// The ALPN protocol name a replica asks for when it opens a Raft connection to a peer.
@@ -31,6 +38,8 @@ pub const ALPN: &[u8] = b"flotilla-raft/1";
 pub(crate) const APPEND: u8 = 1;
 pub(crate) const VOTE: u8 = 2;
 pub(crate) const SNAPSHOT: u8 = 3;
+/// a write a follower forwards to the leader (answered with the store's `PeerReply`)
+pub(crate) const WRITE: u8 = 4;
 pub(crate) const OK: u8 = 0;
 pub(crate) const FAILED: u8 = 255;
 
@@ -71,6 +80,42 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(u
     Ok((kind, buf))
 }
 
+/// Opens a TLS connection to the peer at `addr` (HOST:PORT) and checks that it speaks [`ALPN`].
+pub(crate) async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: &str,
+    timeout: Duration,
+) -> io::Result<TlsStream<TcpStream>> {
+    let host = match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer address {addr}: {e}")))?;
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("TLS handshake with {addr} timed out")))??;
+    if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
+        return Err(io::Error::other(format!(
+            "peer {addr} does not speak {} (an older apiserver?)",
+            String::from_utf8_lossy(ALPN)
+        )));
+    }
+    Ok(tls)
+}
+
+/// Whether a kept-open connection still looks usable: the peer has not closed it and sent
+/// nothing unasked. Checked before a non-repeatable request (a forwarded write) is sent on it.
+pub(crate) fn looks_open(conn: &mut TlsStream<TcpStream>) -> bool {
+    let mut byte = [0u8; 1];
+    // polled once: Pending means nothing to read, which is what an idle open connection shows
+    conn.read(&mut byte).now_or_never().is_none()
+}
+
 /// Serves Raft RPCs on one accepted connection until the peer closes it, sends a bad frame, or
 /// `stop` turns true (checked between requests).
 pub(crate) async fn serve_connection<S>(
@@ -99,6 +144,7 @@ pub(crate) async fn serve_connection<S>(
             APPEND => answer(&body, |req| raft.append_entries(req)).await,
             VOTE => answer(&body, |req| raft.vote(req)).await,
             SNAPSHOT => answer(&body, |req| raft.install_snapshot(req)).await,
+            WRITE => answer(&body, |cmd: Command| store.write_local(cmd)).await,
             other => {
                 tracing::debug!(%peer, kind = other, "closing a raft connection: unknown request kind");
                 return;
