@@ -4,6 +4,9 @@
 //! The state is one JSON object `{"allocations": {"<ip>": "<owner>"}, "last": "<ip>"}` written
 //! atomically (temporary file, fsync, rename), so a crash leaves either the old or the new
 //! allocation, never a torn file (the older flat `{"<ip>": "<owner>"}` form is still read).
+//! [`Ipam::without_fsync`] leaves out the fsync where the allocations need not outlive a power
+//! loss (a pod's address lives no longer than its network namespace, which a reboot removes);
+//! an empty file, what an unsynced write can leave after one, then reads as no allocations.
 //!
 //! Addresses are handed out round-robin: the first free address after the last one handed out,
 //! wrapping at the end of the subnet, as CNI's host-local plugin does. Taking the lowest free
@@ -46,6 +49,8 @@ pub struct Ipam {
     allocations: BTreeMap<Ipv4Addr, String>,
     /// The address handed out last; the next search starts after it.
     last: Option<Ipv4Addr>,
+    /// Each write is fsynced before it counts.
+    fsync: bool,
 }
 
 /// The file's form.
@@ -73,6 +78,7 @@ impl Ipam {
             return Err(IpamError::TooSmall(subnet));
         }
         let saved = match fs::read(path) {
+            Ok(bytes) if bytes.is_empty() => Saved { allocations: BTreeMap::new(), last: None },
             Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
                 Ok(OnDisk::Current(saved)) => saved,
                 Ok(OnDisk::Flat(allocations)) => Saved { allocations, last: None },
@@ -85,7 +91,15 @@ impl Ipam {
         };
         let allocations = saved.allocations.into_iter().filter(|(ip, _)| usable(subnet, *ip)).collect();
         let last = saved.last.filter(|ip| usable(subnet, *ip));
-        Ok(Self { path: path.to_path_buf(), subnet, allocations, last })
+        Ok(Self { path: path.to_path_buf(), subnet, allocations, last, fsync: true })
+    }
+
+    /// Writes without fsync from now on: for allocations that a reboot makes moot (the
+    /// interfaces holding the addresses are gone then), where a burst of allocations would
+    /// otherwise wait for one disk flush each, one after the other.
+    pub fn without_fsync(mut self) -> Self {
+        self.fsync = false;
+        self
     }
 
     /// The subnet addresses come from.
@@ -166,7 +180,9 @@ impl Ipam {
         let tmp = self.path.with_extension("json.tmp");
         let mut file = fs::File::create(&tmp).map_err(err)?;
         file.write_all(&bytes).map_err(err)?;
-        file.sync_all().map_err(err)?;
+        if self.fsync {
+            file.sync_all().map_err(err)?;
+        }
         fs::rename(&tmp, &self.path).map_err(err)
     }
 }
@@ -274,6 +290,17 @@ mod tests {
         assert_eq!(ipam.allocate("a").unwrap(), Ipv4Addr::new(10, 0, 0, 2));
         assert!(matches!(ipam.allocate("b"), Err(IpamError::Exhausted { .. })));
         assert!(matches!(Ipam::open(&path, net("10.0.0.0/31")), Err(IpamError::TooSmall(_))));
+    }
+
+    #[test]
+    fn unsynced_writes_read_back_and_an_empty_file_is_no_allocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        let mut ipam = Ipam::open(&path, net("10.244.3.0/24")).unwrap().without_fsync();
+        ipam.allocate("a").unwrap();
+        assert_eq!(Ipam::open(&path, net("10.244.3.0/24")).unwrap().get("a"), Some(Ipv4Addr::new(10, 244, 3, 2)));
+        fs::write(&path, b"").unwrap();
+        assert!(Ipam::open(&path, net("10.244.3.0/24")).unwrap().allocations().is_empty());
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! in one named by a path (a pod's `/run/flotilla/netns/<uid>`), plus sysctl helpers.
 //!
 //! A netlink socket belongs to the network namespace it was opened in, so [`Netlink::connect_in`]
-//! opens its socket in a short-lived thread that has joined the target namespace; every request
-//! on the handle then acts there, from any task. Everything here is idempotent where the kernel
+//! opens its socket in a thread that has joined the target namespace; every request on the handle
+//! then acts there, from any task. Each connection is driven on a thread of its own (with a
+//! one-thread tokio runtime) until its last handle is dropped: the kernel serves a netlink request
+//! inside the `sendmsg` that sends it, waiting there for the rtnl lock that every link change on
+//! the machine takes, so a connection driven by a task would park a runtime worker for as long
+//! as other pods' set-ups (and namespaces being destroyed) hold that lock. Everything here is idempotent where the kernel
 //! allows it ("ensure" creates what is missing and leaves what is there), so a reconcile loop can
 //! call it again after a crash.
 
@@ -18,7 +22,7 @@ use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 pub use ipnet::Ipv4Net;
 
@@ -34,8 +38,8 @@ pub enum LinkError {
     NotFound { name: String, netns: String },
     #[error("cannot set sysctl {key} to {value}: {source}: run as root")]
     Sysctl { key: String, value: String, source: std::io::Error },
-    #[error("cannot turn hairpin mode on for {name} in {netns}: {reason}: check that iproute2's `bridge` is installed")]
-    Hairpin { name: String, netns: String, reason: String },
+    #[error("cannot turn hairpin mode on for {name} in {netns}: {source}: check that it is a bridge port")]
+    Hairpin { name: String, netns: String, source: Box<rtnetlink::Error> },
 }
 
 /// A netlink connection bound to one network namespace. Cheap to clone.
@@ -83,37 +87,29 @@ pub struct VethConfig<'a> {
 }
 
 impl Netlink {
-    /// Connects in the calling process's network namespace. Needs a tokio runtime.
+    /// Connects in the calling process's network namespace.
     pub fn connect() -> Result<Self, LinkError> {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|source| LinkError::Connect { netns: "the host".into(), source })?;
-        tokio::spawn(connection);
+        let (handle, _thread) = drive_connection(None)?;
         Ok(Self { handle, netns: None })
     }
 
-    /// Connects in the network namespace bind-mounted at `netns`. Needs a tokio runtime.
+    /// Connects in the network namespace bind-mounted at `netns`. Blocks while the connection's
+    /// thread enters the namespace (see [`Netlink::open_in`] for async callers).
     pub fn connect_in(netns: &Path) -> Result<Self, LinkError> {
         let file = File::open(netns).map_err(|source| LinkError::Netns { path: netns.to_path_buf(), source })?;
-        let runtime = tokio::runtime::Handle::current();
-        let path = netns.to_path_buf();
-        // setns changes only this thread, which ends right after the socket is open; the socket
-        // stays in the namespace it was opened in.
-        let opened = std::thread::spawn(move || {
-            let _entered = runtime.enter();
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| LinkError::Netns { path: path.clone(), source: std::io::Error::from(e) })?;
-            let (connection, handle, _) = rtnetlink::new_connection()
-                .map_err(|source| LinkError::Connect { netns: path.display().to_string(), source })?;
-            Ok::<_, LinkError>((connection, handle))
-        })
-        .join()
-        .map_err(|_| LinkError::Netns {
-            path: netns.to_path_buf(),
-            source: std::io::Error::other("the thread entering the namespace panicked"),
-        })??;
-        let (connection, handle) = opened;
-        tokio::spawn(connection);
+        let (handle, _thread) = drive_connection(Some((file, netns.to_path_buf())))?;
         Ok(Self { handle, netns: Some(netns.to_path_buf()) })
+    }
+
+    /// [`Netlink::connect_in`] on tokio's blocking pool: entering the namespace takes a thread of
+    /// its own, which a runtime worker must not sit waiting for while other tasks (this
+    /// connection's among them) wait for the worker.
+    pub async fn open_in(netns: &Path) -> Result<Self, LinkError> {
+        let path = netns.to_path_buf();
+        tokio::task::spawn_blocking(move || Netlink::connect_in(&path)).await.map_err(|e| LinkError::Netns {
+            path: netns.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     /// The interface's index, or `None` when there is no such interface.
@@ -314,17 +310,32 @@ impl Netlink {
     /// Makes a veth pair, one end (`config.name`) in `config.netns` with its address and
     /// default route, the other (`config.host_name`) attached to `config.bridge` here. When both
     /// ends exist already only the settings are ensured; a half-made pair is made again.
+    ///
+    /// A new pair is made by one request that also puts the host end on the bridge and brings
+    /// it up: every link change takes the kernel's one rtnl lock, which all the pods
+    /// being set up on the machine (and namespaces being destroyed) queue for, so each request
+    /// saved shortens a burst of pod starts.
     pub async fn ensure_veth(&self, config: &VethConfig<'_>) -> Result<(), LinkError> {
-        let inside = Netlink::connect_in(config.netns)?;
+        let inside = Netlink::open_in(config.netns).await?;
         let complete = self.link_index(config.host_name).await?.is_some() && inside.link_index(config.name).await?.is_some();
-        if !complete {
+        if complete {
+            self.set_controller(config.host_name, config.bridge).await?;
+            self.set_hairpin(config.host_name).await?;
+            self.set_up(config.host_name).await?;
+            inside.set_up(config.name).await?;
+        } else {
             self.delete_link(config.host_name).await?;
+            let bridge = self.require(config.bridge).await?;
             let netns = File::open(config.netns)
                 .map_err(|source| LinkError::Netns { path: config.netns.to_path_buf(), source })?;
             // The peer is created directly inside the namespace under its final name, so no
             // temporary name can clash with another interface on the host.
             let peer = LinkUnspec::new_with_name(config.name).setns_by_fd(netns.as_raw_fd()).build();
-            let message = LinkVeth::new(config.host_name, config.name).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
+            let message = LinkVeth::new(config.host_name, config.name)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .controller(bridge)
+                .up()
+                .build();
             self.handle
                 .link()
                 .add(message)
@@ -332,11 +343,11 @@ impl Netlink {
                 .await
                 .map_err(|source| self.err("create veth", config.host_name, source))?;
             tracing::debug!(veth = config.host_name, netns = %config.netns.display(), "created veth pair");
+            self.set_hairpin(config.host_name).await?;
+            // Not in the request: the kernel configures the peer before the pair is linked, and
+            // refuses to bring up a veth end without its peer.
+            inside.set_up(config.name).await?;
         }
-        self.set_controller(config.host_name, config.bridge).await?;
-        self.set_hairpin(config.host_name).await?;
-        self.set_up(config.host_name).await?;
-        inside.set_up(config.name).await?;
         inside.ensure_address(config.name, config.address).await?;
         if let Some(gateway) = config.gateway {
             let default = Route { destination: Ipv4Net::default(), gateway: Some(gateway), device: Some(config.name.to_string()) };
@@ -348,25 +359,18 @@ impl Netlink {
     /// Lets frames leave a bridge port back through the port they came in by, as the kubelet
     /// and docker set it: a pod (or container) that reaches a Service (or published port) which
     /// lands on itself sends and receives through its own port, and bridge netfilter drops that
-    /// otherwise. Done with iproute2's `bridge` (in this connection's namespace): the port flag
-    /// is a nested netlink attribute that the rtnetlink crate does not build, and sysfs shows the
-    /// interfaces of the namespace that mounted it, not of the one the agent runs in.
+    /// otherwise. Set through this connection (as `ip link set dev NAME type bridge_slave
+    /// hairpin on` does), not sysfs, which shows the interfaces of the namespace that mounted it,
+    /// not of the one the agent runs in; and not by running iproute2's `bridge`, a process per
+    /// pod.
     pub async fn set_hairpin(&self, name: &str) -> Result<(), LinkError> {
-        let mut command = match &self.netns {
-            Some(path) => {
-                let mut c = tokio::process::Command::new("nsenter");
-                c.arg(format!("--net={}", path.display())).arg("bridge");
-                c
-            }
-            None => tokio::process::Command::new("bridge"),
-        };
-        command.args(["link", "set", "dev", name, "hairpin", "on"]);
-        let fail = |reason: String| LinkError::Hairpin { name: name.to_string(), netns: self.where_(), reason };
-        let out = command.output().await.map_err(|e| fail(e.to_string()))?;
-        if !out.status.success() {
-            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
-        Ok(())
+        let index = self.require(name).await?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(|source| LinkError::Hairpin { name: name.to_string(), netns: self.where_(), source: Box::new(source) })
     }
 
     async fn route_message(&self, route: &Route) -> Result<RouteMessage, LinkError> {
@@ -460,9 +464,73 @@ fn to_route(message: &RouteMessage, names: &HashMap<u32, String>) -> Option<Rout
     Some(Route { destination: Ipv4Net::new(destination, message.header.destination_prefix_length).ok()?, gateway, device })
 }
 
+/// Starts a thread that enters `netns` (when given), opens a netlink socket there and drives
+/// its connection on a one-thread runtime until every handle is dropped; returns the handle and
+/// the thread (callers let it run detached).
+fn drive_connection(netns: Option<(File, PathBuf)>) -> Result<(Handle, std::thread::JoinHandle<()>), LinkError> {
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let where_ = netns.as_ref().map_or_else(|| "the host".to_string(), |(_, p)| p.display().to_string());
+    let thread_error = |what: &str| LinkError::Connect { netns: where_.clone(), source: std::io::Error::other(what.to_string()) };
+    let thread = std::thread::Builder::new()
+        .name("netlink".into())
+        .spawn(move || {
+            let opened = (|| {
+                if let Some((file, path)) = &netns {
+                    // Only this thread moves; the socket stays in the namespace it is opened in.
+                    setns(file, CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| LinkError::Netns { path: path.clone(), source: std::io::Error::from(e) })?;
+                }
+                let where_ = || netns.as_ref().map_or_else(|| "the host".to_string(), |(_, p)| p.display().to_string());
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|source| LinkError::Connect { netns: where_(), source })?;
+                let connection = {
+                    let _entered = runtime.enter();
+                    rtnetlink::new_connection().map_err(|source| LinkError::Connect { netns: where_(), source })?
+                };
+                Ok::<_, LinkError>((runtime, connection))
+            })();
+            match opened {
+                Ok((runtime, (connection, handle, unsolicited))) => {
+                    // Nobody listens for unsolicited messages; the connection ends only with
+                    // this receiver gone too.
+                    drop(unsolicited);
+                    if opened_tx.send(Ok(handle)).is_ok() {
+                        // Ends once the last handle (and so the request channel) is dropped.
+                        runtime.block_on(connection);
+                    }
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|source| LinkError::Connect { netns: where_.clone(), source })?;
+    let handle = opened_rx.recv().map_err(|_| thread_error("the thread opening the netlink socket ended without one"))??;
+    Ok((handle, thread))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The thread driving a connection ends with its last handle (one thread per pod attached
+    /// must not stay behind).
+    #[test]
+    fn a_connection_thread_ends_with_its_handle() {
+        let (handle, thread) = drive_connection(None).unwrap();
+        let second = handle.clone();
+        drop(handle);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!thread.is_finished(), "a handle is left");
+        drop(second);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(thread.is_finished());
+    }
     use std::process::Command;
 
     /// Removes the test's namespace and links even when an assertion fails.
@@ -516,6 +584,9 @@ mod tests {
         let bridge_mac = host.mac_address(&bridge).await.unwrap();
         assert!(bridge_mac.is_some());
         host.ensure_veth(&config).await.unwrap();
+        // Hairpin set by netlink on the new port (sysfs shows this test's namespace: the host's).
+        let hairpin = std::fs::read_to_string(format!("/sys/class/net/{veth}/brport/hairpin_mode")).unwrap();
+        assert_eq!(hairpin.trim(), "1");
         host.ensure_veth(&config).await.unwrap();
         // Ports joining do not move the bridge's MAC (a lower port MAC would, unpinned).
         let low = "02:00:00:00:00:01";
