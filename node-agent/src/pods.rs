@@ -245,6 +245,35 @@ struct Worker {
     /// Per container: the back-off deadline already reported with a BackOff event.
     reported_backoff: HashMap<String, Timestamp>,
     last_written: Option<(PodStatus, Instant)>,
+    /// Where the pod's first start spent its time, logged (debug) once it is reported Running.
+    timeline: Option<Timeline>,
+}
+
+/// The phases of a pod's first start on this node, from the moment its worker began: what a
+/// slow `apply` to Running is made of on the node (see BENCHMARKS.md, "Orchestration").
+struct Timeline {
+    began: Instant,
+    last: Instant,
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        let now = Instant::now();
+        Timeline { began: now, last: now, phases: Vec::new() }
+    }
+
+    /// Ends the phase `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.phases.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn render(&self) -> String {
+        let phases: Vec<String> = self.phases.iter().map(|(n, d)| format!("{n} {}", d.as_millis())).collect();
+        format!("{} ms: {}", self.began.elapsed().as_millis(), phases.join(", "))
+    }
 }
 
 impl Worker {
@@ -264,6 +293,14 @@ impl Worker {
             pull_backoff: HashMap::new(),
             reported_backoff: HashMap::new(),
             last_written: None,
+            timeline: Some(Timeline::new()),
+        }
+    }
+
+    /// Ends the phase `name` of the pod's first start (see [`Timeline`]).
+    fn mark(&mut self, name: &'static str) {
+        if let Some(t) = self.timeline.as_mut() {
+            t.mark(name);
         }
     }
 
@@ -283,10 +320,17 @@ impl Worker {
         self.loaded = true;
     }
 
-    fn save(&self) {
-        if let Err(e) = save_record(&self.dir, &self.record) {
-            tracing::warn!(error = %e, "cannot record the pod's state; a restarted agent may restart its containers");
-        }
+    /// Records the pod's state, on the blocking pool (see [`crate::network::NodeNetwork::attach`]
+    /// for why file writes stay off the runtime's workers).
+    async fn save(&self) {
+        let (dir, record) = (self.dir.clone(), self.record.clone());
+        let saved = tokio::task::spawn_blocking(move || save_record(&dir, &record)).await;
+        let error = match saved {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error, "cannot record the pod's state; a restarted agent may restart its containers");
     }
 
     async fn sync(&mut self, pod: &Pod) {
@@ -312,7 +356,7 @@ impl Worker {
             }
         }
         if self.record != before {
-            self.save();
+            self.save().await;
         }
         self.write_status(pod).await;
     }
@@ -328,9 +372,12 @@ impl Worker {
         if self.netns.is_none() {
             let (dir, uid) = (self.ctx.netns_dir.clone(), self.uid.clone());
             match tokio::task::spawn_blocking(move || sandbox::ensure(&dir, &uid)).await {
-                Ok(Ok(path)) => self.netns = Some(path),
+                Ok(Ok(path)) => {
+                    self.netns = Some(path);
+                    self.mark("netns");
+                }
                 Ok(Err(e)) => {
-                    self.ctx.recorder.pod(pod, None, EventType::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}")).await;
+                    self.ctx.recorder.pod(pod, None, EventType::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
                     fail(self, "ContainerCreating", e.to_string());
                     return false;
                 }
@@ -347,9 +394,12 @@ impl Worker {
             };
             let Some(netns) = self.netns.clone() else { return false };
             match net.attach(pod, &self.uid, &netns, &self.dir).await {
-                Ok(ip) => self.pod_ip = Some(ip),
+                Ok(ip) => {
+                    self.pod_ip = Some(ip);
+                    self.mark("attach");
+                }
                 Err(e) => {
-                    self.ctx.recorder.pod(pod, None, EventType::Warning, "FailedCreatePodSandBox", &format!("Failed to set up the pod's network: {e}")).await;
+                    self.ctx.recorder.pod(pod, None, EventType::Warning, "FailedCreatePodSandBox", &format!("Failed to set up the pod's network: {e}"));
                     fail(self, "ContainerCreating", e.to_string());
                     return false;
                 }
@@ -362,15 +412,16 @@ impl Worker {
                 Ok(refs) => {
                     if let Err(e) = volumes::prepare_volumes(&self.dir, pod, &refs) {
                         let reason = e.reason();
-                        self.ctx.recorder.pod(pod, None, EventType::Warning, reason, &format!("MountVolume.SetUp failed: {e}")).await;
+                        self.ctx.recorder.pod(pod, None, EventType::Warning, reason, &format!("MountVolume.SetUp failed: {e}"));
                         fail(self, "ContainerCreating", e.to_string());
                         return false;
                     }
                     self.refs = Some((refs, Instant::now(), version));
+                    self.mark("references");
                 }
                 Err(e) => {
                     let reason = e.reason();
-                    self.ctx.recorder.pod(pod, None, EventType::Warning, "Failed", &format!("Error: {e}")).await;
+                    self.ctx.recorder.pod(pod, None, EventType::Warning, "Failed", &format!("Error: {e}"));
                     fail(self, reason, e.to_string());
                     // Keep what was fetched before: running containers are not disturbed.
                     return self.refs.is_some();
@@ -489,7 +540,7 @@ impl Worker {
                 self.waiting.insert(name.clone(), ("CrashLoopBackOff".to_string(), Some(message)));
                 if self.reported_backoff.get(&name) != Some(&after) {
                     self.reported_backoff.insert(name.clone(), after);
-                    self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "BackOff", &format!("Back-off restarting failed container {name} in pod {pod_name}")).await;
+                    self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "BackOff", &format!("Back-off restarting failed container {name} in pod {pod_name}"));
                 }
                 self.records(init).insert(name, rec);
                 return;
@@ -505,13 +556,14 @@ impl Worker {
         if !self.ensure_image(pod, container, &image).await {
             return;
         }
+        self.mark("image");
         let (Some(netns), Some((refs, _, _))) = (self.netns.clone(), self.refs.as_ref()) else {
             return;
         };
         let mut opts = match podspec::run_options(pod, container, &self.dir, refs, &netns) {
             Ok(opts) => opts,
             Err(e) => {
-                self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "Failed", &format!("Error: {e}")).await;
+                self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "Failed", &format!("Error: {e}"));
                 self.waiting.insert(name, (e.reason().to_string(), Some(e.to_string())));
                 return;
             }
@@ -541,18 +593,20 @@ impl Worker {
             Ok(Err(e)) => return self.create_failed(pod, &name, rec, e.to_string()).await,
             Err(e) => return self.create_failed(pod, &name, rec, e.to_string()).await,
         };
+        self.mark("create");
         rec.id = Some(id.clone());
         rec.restart_count = restart_count;
         rec.restart_after = None;
         // Recorded before it starts: an agent restarted from here on adopts it.
         self.records(init).insert(name.clone(), rec.clone());
-        self.save();
-        self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Created", &format!("Created container: {name}")).await;
+        self.save().await;
+        self.mark("save");
+        self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Created", &format!("Created container: {name}"));
         self.start(pod, container, rec, &id, init).await;
     }
 
     async fn create_failed(&mut self, pod: &Pod, name: &str, rec: &mut ContainerRecord, message: String) {
-        self.ctx.recorder.pod(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {message}")).await;
+        self.ctx.recorder.pod(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {message}"));
         self.waiting.insert(name.to_string(), ("CreateContainerError".to_string(), Some(message)));
         rec.restart_after = Some(Timestamp::now() + backoff_delay(rec.backoff_level.max(1)));
         rec.backoff_level = rec.backoff_level.saturating_add(1);
@@ -566,6 +620,7 @@ impl Worker {
             runtime.start(&start_id, &runtime::container::StartOptions::default()).map(|_| runtime.inspect(&start_id))
         })
         .await;
+        self.mark("start");
         match started {
             Ok(Ok(state)) => {
                 let image_id = state.as_ref().ok().map(|st| st.image.clone());
@@ -580,11 +635,11 @@ impl Worker {
                     let probes = new_probes(container, self.ctx.runtime.root(), image_id.as_deref());
                     self.probes.insert(name.clone(), probes);
                 }
-                self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Started", &format!("Started container {name}")).await;
+                self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Started", &format!("Started container {name}"));
             }
             Ok(Err(e)) => {
                 // The next sync finds it not running and applies the restart policy.
-                self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "Failed", &format!("Error: {e}")).await;
+                self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "Failed", &format!("Error: {e}"));
                 self.waiting.insert(name, ("RunContainerError".to_string(), Some(e.to_string())));
             }
             Err(e) => {
@@ -616,22 +671,22 @@ impl Worker {
             None => false,
         };
         if present && !always {
-            self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Pulled", &format!("Container image \"{image}\" already present on machine")).await;
+            self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Pulled", &format!("Container image \"{image}\" already present on machine"));
             return true;
         }
         let secrets: Vec<api::core::Secret> = self.refs.as_ref().map(|(r, _, _)| r.secrets.values().cloned().collect()).unwrap_or_default();
-        self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Pulling", &format!("Pulling image \"{image}\"")).await;
+        self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Pulling", &format!("Pulling image \"{image}\""));
         let began = Instant::now();
         match pull::ensure_image(&root, image, policy.as_deref(), &secrets).await {
             Ok(()) => {
                 self.pull_backoff.remove(image);
-                self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Pulled", &format!("Successfully pulled image \"{image}\" in {:.3}s", began.elapsed().as_secs_f64())).await;
+                self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Pulled", &format!("Successfully pulled image \"{image}\" in {:.3}s", began.elapsed().as_secs_f64()));
                 true
             }
             Err(e) => {
                 let level = self.pull_backoff.get(image).map_or(1, |(l, _)| l + 1);
                 self.pull_backoff.insert(image.to_string(), (level, Instant::now() + backoff_delay(level)));
-                self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "Failed", &format!("Failed to pull image \"{image}\": {e}")).await;
+                self.ctx.recorder.pod(pod, Some(&name), EventType::Warning, "Failed", &format!("Failed to pull image \"{image}\": {e}"));
                 self.waiting.insert(name, (e.reason().to_string(), Some(e.to_string())));
                 false
             }
@@ -678,11 +733,11 @@ impl Worker {
                 }
             }
             for message in unhealthy {
-                self.ctx.recorder.pod(pod, Some(name), EventType::Warning, "Unhealthy", &message).await;
+                self.ctx.recorder.pod(pod, Some(name), EventType::Warning, "Unhealthy", &message);
             }
             if let Some(kind) = failed {
                 self.probes.remove(name);
-                self.ctx.recorder.pod(pod, Some(name), EventType::Normal, "Killing", &format!("Container {name} failed {kind} probe, will be restarted")).await;
+                self.ctx.recorder.pod(pod, Some(name), EventType::Normal, "Killing", &format!("Container {name} failed {kind} probe, will be restarted"));
                 let grace = grace_seconds(pod);
                 let runtime = self.ctx.runtime.clone();
                 let _ = tokio::task::spawn_blocking(move || runtime.stop(&id, Some(grace))).await;
@@ -762,6 +817,7 @@ impl Worker {
     }
 
     async fn write_status(&mut self, pod: &Pod) {
+        self.mark("sync");
         let computed = status::compute_status(pod, &self.view(pod), Timestamp::now());
         if !status::needs_write(pod.status.as_ref(), &computed) {
             return;
@@ -777,6 +833,12 @@ impl Worker {
         match api.patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {
                 tracing::debug!(pod = ?pod.metadata.name, phase = ?computed.phase, "wrote the pod's status");
+                if computed.phase.as_deref() == Some("Running") {
+                    if let Some(mut t) = self.timeline.take() {
+                        t.mark("status");
+                        tracing::debug!(pod = ?pod.metadata.name, "pod Running after {}", t.render());
+                    }
+                }
                 self.last_written = Some((computed, Instant::now()));
             }
             Err(e) if e.is_not_found() => {}
@@ -840,7 +902,7 @@ impl Worker {
         for (name, id) in ids {
             if let Some(pod) = pod {
                 if self.record.containers.get(&name).and_then(|r| r.id.as_deref()) == Some(id.as_str()) {
-                    self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Killing", &format!("Stopping container {name}")).await;
+                    self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Killing", &format!("Stopping container {name}"));
                 }
             }
             let runtime = runtime.clone();

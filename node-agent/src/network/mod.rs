@@ -120,7 +120,9 @@ impl NodeNetwork {
         runtime::network::link::set_sysctl("net.ipv4.ip_forward", "1")?;
         // hostPorts reached at 127.0.0.1 are rerouted onto the bridge after DNAT.
         runtime::network::link::set_sysctl(&format!("net.ipv4.conf.{bridge}.route_localnet"), "1")?;
-        let ipam = Ipam::open(&config.data_dir.join("network").join("ipam.json"), config.pod_cidr)?;
+        // Unsynced: pods' addresses die with their namespaces at a reboot, and a burst of pods
+        // would otherwise allocate one disk flush after the other.
+        let ipam = Ipam::open(&config.data_dir.join("network").join("ipam.json"), config.pod_cidr)?.without_fsync();
         let network = Arc::new(NodeNetwork {
             client: config.client,
             table: table_name(&config.node_name),
@@ -143,9 +145,14 @@ impl NodeNetwork {
 
     /// Connects the pod: its address, veth and default route, its files under `pod_dir`, and
     /// its hostPorts; idempotent, so it is safe after an agent restart. Returns the pod's IP.
+    ///
+    /// The node's state (addresses, hostPorts, the table) is locked only to allocate the address
+    /// and to change the hostPorts: the veth pair and what is set up inside the pod's namespace
+    /// belong to this pod alone (the veth is named after its uid, and a pod's worker attaches
+    /// and detaches it one at a time), so the pods of a burst set theirs up side by side instead
+    /// of one after the other.
     pub async fn attach(&self, pod: &Pod, uid: &str, netns: &Path, pod_dir: &Path) -> Result<Ipv4Addr, NetworkError> {
-        let mut state = self.state.lock().await;
-        let ip = state.ipam.allocate(uid)?;
+        let ip = self.state.lock().await.ipam.allocate(uid)?;
         let address = Ipv4Net::new(ip, self.pod_cidr.prefix_len()).map_err(|_| NetworkError::BadCidr(self.pod_cidr.to_string()))?;
         let host_name = veth_name(uid);
         let veth = VethConfig {
@@ -157,9 +164,15 @@ impl NodeNetwork {
             gateway: Some(self.gateway),
         };
         self.netlink.ensure_veth(&veth).await?;
-        pod::write_files(pod_dir, pod, ip, self.gateway)
-            .map_err(|source| NetworkError::Files { path: pod::files_dir(pod_dir), source })?;
+        // Off the runtime's workers: creating files can wait on the disk (ext4's inode
+        // allocator reads bitmaps), and every pod's netlink requests wait for those workers.
+        let (dir, pod_copy, gateway) = (pod_dir.to_path_buf(), pod.clone(), self.gateway);
+        let written = tokio::task::spawn_blocking(move || pod::write_files(&dir, &pod_copy, ip, gateway))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        written.map_err(|source| NetworkError::Files { path: pod::files_dir(pod_dir), source })?;
         let ports = hostport::pod_host_ports(pod, ip);
+        let mut state = self.state.lock().await;
         if state.host_ports.get(uid).map(Vec::as_slice).unwrap_or(&[]) != ports.as_slice() {
             state.host_ports.insert(uid.to_string(), ports);
             self.apply_table(&mut state).await?;
@@ -167,10 +180,11 @@ impl NodeNetwork {
         Ok(ip)
     }
 
-    /// Disconnects the pod: veth deleted, hostPorts dropped, address freed.
+    /// Disconnects the pod: veth deleted, hostPorts dropped, address freed (the lock taken
+    /// only for the last two, as in [`NodeNetwork::attach`]).
     pub async fn detach(&self, uid: &str) -> Result<(), NetworkError> {
-        let mut state = self.state.lock().await;
         self.netlink.delete_link(&veth_name(uid)).await?;
+        let mut state = self.state.lock().await;
         if state.host_ports.remove(uid).is_some() {
             self.apply_table(&mut state).await?;
         }
