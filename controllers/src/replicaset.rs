@@ -404,19 +404,12 @@ impl Reconciler for Controller {
                 let requests = (0..batch).map(|_| pod_api.create(&post, &template));
                 let results = futures::future::join_all(requests).await;
                 let mut failed = false;
+                let mut names = Vec::new();
                 for result in results {
                     match result {
                         Ok(pod) => {
                             created += 1;
-                            let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                            self.recorder
-                                .record(
-                                    &rs_ref,
-                                    EventType::Normal,
-                                    "SuccessfulCreate",
-                                    &format!("Created pod: {pod_name}"),
-                                )
-                                .await;
+                            names.push(pod.metadata.name.clone().unwrap_or_default());
                         }
                         Err(error) => {
                             failed = true;
@@ -433,6 +426,15 @@ impl Reconciler for Controller {
                         }
                     }
                 }
+                // In the background: one Event write per pod, awaited here, would hold the next
+                // batch of the slow start back by as many round trips as this one had pods.
+                let (recorder, rs_ref) = (self.recorder.clone(), rs_ref.clone());
+                tokio::spawn(async move {
+                    for pod_name in names {
+                        let message = format!("Created pod: {pod_name}");
+                        recorder.record(&rs_ref, EventType::Normal, "SuccessfulCreate", &message).await;
+                    }
+                });
                 if failed {
                     break;
                 }
