@@ -258,6 +258,8 @@ pub fn run_options(
         tty: container.tty.unwrap_or(false),
         interactive: container.stdin.unwrap_or(false),
         auto_remove: false,
+        // the agent recreates a pod's containers from the API after a power loss
+        unsynced_records: true,
         stop_signal: None,
         stop_timeout: None,
     })

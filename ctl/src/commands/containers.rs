@@ -409,6 +409,7 @@ fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
         tty: args.tty,
         interactive: args.interactive,
         auto_remove: args.rm,
+        unsynced_records: false,
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
     })

@@ -284,7 +284,7 @@ impl Runtime {
                 fs::create_dir_all(source).map_err(|e| ContainerError::io("creating", source, e))?;
             }
         }
-        let durability = state::Durability::for_container(opts.auto_remove);
+        let durability = state::Durability::for_container(opts.auto_remove || opts.unsynced_records);
         // A copy of what state.json holds, for people and tools that look; not for `--rm`
         // containers, which vanish, and where every file created costs (ext4's inode
         // allocator skips the many recently deleted inodes that short containers leave).
