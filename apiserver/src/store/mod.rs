@@ -797,21 +797,19 @@ impl Store {
                 .await
                 .map_err(|e| ForwardError::NotSent(format!("connect to leader at {addr}: {e}")))?,
         };
-        let exchange = async {
-            wire::write_frame(&mut conn, &frame).await?;
-            wire::read_frame(&mut conn).await
-        };
-        let (kind, body) = match tokio::time::timeout(timeout, exchange).await {
+        let (kind, body) = match tokio::time::timeout(timeout, wire::round_trip(&mut conn, &frame)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return Err(ForwardError::Ambiguous(format!("forward to leader at {addr}: {e}"))),
             Err(_) => return Err(ForwardError::Ambiguous(format!("forward to leader at {addr}: no answer within {timeout:?}"))),
         };
-        if kind != wire::OK {
-            let msg: String = serde_json::from_slice(&body).unwrap_or_default();
-            return Err(ForwardError::Ambiguous(format!("the leader at {addr} refused the forwarded write: {msg}")));
-        }
-        let reply = serde_json::from_slice::<PeerReply<T>>(&body)
-            .map_err(|e| ForwardError::Ambiguous(format!("read the answer of the leader at {addr}: {e}")))?;
+        let reply = wire::decode_answer::<PeerReply<T>>(kind, &body).map_err(|e| match e {
+            wire::AnswerError::Refused(reason) => {
+                ForwardError::Ambiguous(format!("the leader at {addr} refused the forwarded write: {reason}"))
+            }
+            wire::AnswerError::Undecodable(e) => {
+                ForwardError::Ambiguous(format!("read the answer of the leader at {addr}: {e}"))
+            }
+        })?;
         let mut pool = self.inner.forward_pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < FORWARD_POOL_MAX {
             pool.push((addr.clone(), conn));

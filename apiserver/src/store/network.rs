@@ -67,6 +67,50 @@ enum ExchangeError {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Framed {
+    /// One RPC as a frame from replica `id` to `target`, within the RPC's time limit.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        id: ReplicaId,
+        target: ReplicaId,
+        kind: u8,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<ReplicaId, Replica, RaftError<ReplicaId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let timeout = option.hard_ttl();
+        let frame = wire::encode(kind, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let (answer_kind, body) = match tokio::time::timeout(timeout, self.exchange(&frame)).await {
+            Err(_) => {
+                self.conn = None;
+                return Err(RPCError::Timeout(Timeout { action, id, target, timeout }));
+            }
+            Ok(Err(ExchangeError::Connect(e))) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Ok(Err(ExchangeError::Io(e))) => return Err(RPCError::Network(NetworkError::new(&e))),
+            Ok(Ok(answer)) => answer,
+        };
+        let reply: Result<Resp, RaftError<ReplicaId, E>> = match wire::decode_answer(answer_kind, &body) {
+            Ok(reply) => reply,
+            // the peer could not use the request: report it like a peer that is not there
+            Err(wire::AnswerError::Refused(reason)) => {
+                self.conn = None;
+                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                    "peer {} refused the {action:?} request: {reason}",
+                    self.addr
+                )))));
+            }
+            Err(wire::AnswerError::Undecodable(e)) => {
+                self.conn = None;
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+
     async fn connect(&self) -> Result<TlsStream<TcpStream>, std::io::Error> {
         wire::connect(&self.connector, &self.addr, CONNECT_TIMEOUT).await
     }
@@ -86,8 +130,7 @@ impl Framed {
             Some(c) => c,
             None => self.connect().await.map_err(ExchangeError::Connect)?,
         };
-        wire::write_frame(&mut conn, frame).await.map_err(ExchangeError::Io)?;
-        let answer = wire::read_frame(&mut conn).await.map_err(ExchangeError::Io)?;
+        let answer = wire::round_trip(&mut conn, frame).await.map_err(ExchangeError::Io)?;
         // only a connection that finished its exchange is kept: one dropped mid-way (error,
         // timeout) may still carry a late answer
         self.conn = Some(conn);
@@ -124,54 +167,11 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        if self.framed.is_some() {
-            self.call_framed(kind, action, req, option).await
-        } else {
-            self.call_http(path, action, req, option).await
-        }
-    }
-
-    async fn call_framed<Req, Resp, E>(
-        &mut self,
-        kind: u8,
-        action: RPCTypes,
-        req: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<ReplicaId, Replica, RaftError<ReplicaId, E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: Error + DeserializeOwned,
-    {
-        let timeout = option.hard_ttl();
         let (id, target) = (self.id, self.target);
-        let Some(framed) = self.framed.as_mut() else {
-            return Err(RPCError::Network(NetworkError::new(&std::io::Error::other("no framed transport"))));
-        };
-        let frame = wire::encode(kind, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let (answer_kind, body) = match tokio::time::timeout(timeout, framed.exchange(&frame)).await {
-            Err(_) => {
-                framed.conn = None;
-                return Err(RPCError::Timeout(Timeout { action, id, target, timeout }));
-            }
-            Ok(Err(ExchangeError::Connect(e))) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
-            Ok(Err(ExchangeError::Io(e))) => return Err(RPCError::Network(NetworkError::new(&e))),
-            Ok(Ok(answer)) => answer,
-        };
-        if answer_kind != wire::OK {
-            // the peer could not use the request: report it like a peer that is not there
-            let msg: String = serde_json::from_slice(&body).unwrap_or_else(|_| "an undecodable refusal".to_string());
-            framed.conn = None;
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-                "peer {} refused the {action:?} request: {msg}",
-                framed.addr
-            )))));
+        match self.framed.as_mut() {
+            Some(framed) => framed.call(id, target, kind, action, req, option).await,
+            None => self.call_http(path, action, req, option).await,
         }
-        let reply: Result<Resp, RaftError<ReplicaId, E>> = serde_json::from_slice(&body).map_err(|e| {
-            framed.conn = None;
-            RPCError::Network(NetworkError::new(&e))
-        })?;
-        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 
     async fn call_http<Req, Resp, E>(

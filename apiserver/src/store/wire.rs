@@ -80,6 +80,29 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(u
     Ok((kind, buf))
 }
 
+/// Sends an encoded request frame on `conn` and reads the answer frame.
+pub(crate) async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut S, frame: &[u8]) -> io::Result<(u8, Vec<u8>)> {
+    write_frame(conn, frame).await?;
+    read_frame(conn).await
+}
+
+/// Why an answer frame gives no answer.
+pub(crate) enum AnswerError {
+    /// a [`FAILED`] frame: the peer could not use the request, with its reason
+    Refused(String),
+    /// an [`OK`] frame whose body is not the expected JSON
+    Undecodable(serde_json::Error),
+}
+
+/// Decodes an answer frame: the JSON of `T` under [`OK`], or the peer's refusal.
+pub(crate) fn decode_answer<T: DeserializeOwned>(kind: u8, body: &[u8]) -> Result<T, AnswerError> {
+    if kind != OK {
+        let reason = serde_json::from_slice(body).unwrap_or_else(|_| "an undecodable refusal".to_string());
+        return Err(AnswerError::Refused(reason));
+    }
+    serde_json::from_slice(body).map_err(AnswerError::Undecodable)
+}
+
 /// Opens a TLS connection to the peer at `addr` (HOST:PORT) and checks that it speaks [`ALPN`].
 pub(crate) async fn connect(
     connector: &tokio_rustls::TlsConnector,
