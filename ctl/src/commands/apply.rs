@@ -71,18 +71,19 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs, out: &mut dyn Write) -> 
     // Namespaces first, so the objects that live in them can be created in the same run.
     manifests.sort_by_key(|m| m.object["kind"] != "Namespace");
     let client = connect::client(global)?;
+    let mut targets: Vec<_> = manifests.iter().map(|m| objects::target_of(m, global, &client)).collect();
     let split = manifests.iter().position(|m| m.object["kind"] != "Namespace").unwrap_or(manifests.len());
-    let (namespaces, rest) = manifests.split_at(split);
+    let rest_targets = targets.split_off(split);
     let mut report = Report { args, errors: Vec::new(), results: Vec::new() };
-    for manifest in namespaces {
-        report.add(out, apply_one(global, &client, manifest, args.dry_run).await)?;
+    for (manifest, target) in manifests.iter().zip(targets) {
+        report.add(out, apply_one(&client, manifest, target, args.dry_run).await)?;
     }
     // The rest go IN_FLIGHT at a time (a List of 100 Pods is then applied in the time of a few
     // round trips, not of 200), answers printed in the files' order. An object named twice is
     // applied in order, as the later one changes the earlier: then all go one by one.
-    let in_flight = if names_an_object_twice(global, &client, rest) { 1 } else { IN_FLIGHT };
-    let mut applied = futures::stream::iter(rest)
-        .map(|manifest| apply_one(global, &client, manifest, args.dry_run))
+    let in_flight = if names_an_object_twice(&rest_targets) { 1 } else { IN_FLIGHT };
+    let mut applied = futures::stream::iter(manifests[split..].iter().zip(rest_targets))
+        .map(|(manifest, target)| apply_one(&client, manifest, target, args.dry_run))
         .buffered(in_flight);
     while let Some(result) = applied.next().await {
         report.add(out, result)?;
@@ -122,14 +123,14 @@ impl Report<'_> {
     }
 }
 
-/// Whether two of `manifests` name the same object (kind, namespace, name). Objects whose target
-/// cannot be worked out are left to fail in `apply_one`.
-fn names_an_object_twice(global: &GlobalArgs, client: &Client, manifests: &[Manifest]) -> bool {
+/// Whether two of `targets` are the same object (kind, namespace, name). Objects whose target
+/// could not be worked out fail on their own in `apply_one`.
+fn names_an_object_twice(targets: &[anyhow::Result<Target>]) -> bool {
     let mut seen = std::collections::HashSet::new();
-    manifests
+    targets
         .iter()
-        .filter_map(|m| objects::target_of(m, global, client).ok())
-        .any(|t| !seen.insert((t.info.kind, t.namespace, t.name)))
+        .filter_map(|t| t.as_ref().ok())
+        .any(|t| !seen.insert((t.info.kind, t.namespace.as_deref(), t.name.as_str())))
 }
 
 /// Prints objects for `-o yaml|json`: one object as it is, several as a `List`.
@@ -153,13 +154,15 @@ pub fn print_objects(
     }
 }
 
+/// Applies one manifest to `target`, the object it names (worked out by the caller, which
+/// needs the targets of the whole file first).
 async fn apply_one(
-    global: &GlobalArgs,
     client: &Client,
     manifest: &Manifest,
+    target: anyhow::Result<Target>,
     dry_run: DryRun,
 ) -> anyhow::Result<(Target, Outcome, Value)> {
-    let target = objects::target_of(manifest, global, client)?;
+    let target = target?;
     let api = target.api(client);
     let mut object = manifest.object.clone();
     // kubectl puts the namespace it resolved into the object, and so into last-applied.
