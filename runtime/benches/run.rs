@@ -496,12 +496,14 @@ fn measure_memory(setup: &Setup, tools: &[Tool], guard: &mut Guard) -> Result<()
         return Err(format!("ctl run -d failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
     }
     let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let pid_file = setup.root.join("containers").join(&id).join("monitor.pid");
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .map_err(|e| format!("reading {}: {e}", pid_file.display()))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("parsing {}: {e}", pid_file.display()))?;
+    let state_file = setup.root.join("containers").join(&id).join("state.json");
+    let state: serde_json::Value = fs::read(&state_file)
+        .map_err(|e| format!("reading {}: {e}", state_file.display()))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parsing {}: {e}", state_file.display())))?;
+    let pid = state["monitor_pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| format!("{} has no monitor_pid", state_file.display()))?;
     // Let the monitor settle into its poll loop before reading its memory.
     std::thread::sleep(Duration::from_millis(300));
     let m = proc_memory(pid)?;

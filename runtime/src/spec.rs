@@ -168,10 +168,10 @@ pub struct RunOptions {
     pub tty: bool,
     pub interactive: bool,
     pub auto_remove: bool,
-    /// Write the container's creation records without fsync, as for `--rm`: for a caller that
-    /// recreates its containers after a power loss anyway (the node agent, from the pods in the
-    /// API). Each fsync at creation costs 0.5-6 ms on a shared disk, and in a burst of pod starts
-    /// they queue on the file system's journal.
+    /// Write the container's creation records without fsync, as for `--rm`, and no `spec.json`
+    /// copy: for a caller that recreates its containers after a power loss anyway (the node
+    /// agent, from the pods in the API). Each fsync at creation costs 0.5-6 ms on a shared disk,
+    /// and in a burst of pod starts they queue on the file system's journal.
     #[serde(default)]
     pub unsynced_records: bool,
     pub stop_signal: Option<String>,

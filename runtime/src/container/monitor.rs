@@ -88,7 +88,6 @@ pub fn monitor_main(root: &Path, id: &str) -> i32 {
 fn run(root: &Path, id: &str, dir: &Path, events: &mut Option<fs::File>, output: &mut Wakeups) -> Result<(), String> {
     let mut st = state::load(dir).map_err(|e| e.to_string())?;
     let me = std::process::id() as i32;
-    write_file(&dir.join("monitor.pid"), format!("{me}\n").as_bytes())?;
     // Recorded in state.json with `running` (one write fewer: replacing state.json costs a
     // block allocation on ext4); readers only look at it in that status.
     st.monitor_pid = me;
@@ -526,26 +525,36 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// Writes the files bind-mounted over /etc/hostname, /etc/hosts and /etc/resolv.conf.
+/// Writes the files bind-mounted over /etc/hostname, /etc/hosts and /etc/resolv.conf, except
+/// those the spec mounts something else over (the node agent's per-pod hosts and resolv.conf,
+/// docker's `-v f:/etc/hosts`): setup binds those instead, and on ext4 every file created
+/// costs an inode allocation.
 fn write_etc_files(dir: &Path, st: &ContainerState) -> Result<super::setup::EtcFiles, String> {
     let etc = super::setup::EtcFiles {
         hostname: dir.join("hostname"),
         hosts: dir.join("hosts"),
         resolv_conf: dir.join("resolv.conf"),
     };
-    write_file(&etc.hostname, format!("{}\n", st.spec.hostname).as_bytes())?;
+    let mounted = |dest: &str| st.spec.mounts.iter().any(|m| Path::new(&m.destination) == Path::new(dest));
+    if !mounted("/etc/hostname") {
+        write_file(&etc.hostname, format!("{}\n", st.spec.hostname).as_bytes())?;
+    }
     let hosts = match st.spec.network {
-        NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        NetworkMode::None | NetworkMode::Join(_) => format!(
+        NetworkMode::Host => Some(fs::read_to_string("/etc/hosts").unwrap_or_default()),
+        NetworkMode::None | NetworkMode::Join(_) => Some(format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t{}\n",
             st.spec.hostname
-        ),
+        )),
         // Written (and kept up to date) by the network code, which connected the container.
-        NetworkMode::Network(_) => return Ok(etc),
+        NetworkMode::Network(_) => None,
     };
-    write_file(&etc.hosts, hosts.as_bytes())?;
+    if let Some(hosts) = hosts.filter(|_| !mounted("/etc/hosts")) {
+        write_file(&etc.hosts, hosts.as_bytes())?;
+    }
     // Without a network nothing can be resolved anyway; the host's file keeps search domains.
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write_file(&etc.resolv_conf, resolv.as_bytes())?;
+    if !matches!(st.spec.network, NetworkMode::Network(_)) && !mounted("/etc/resolv.conf") {
+        let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        write_file(&etc.resolv_conf, resolv.as_bytes())?;
+    }
     Ok(etc)
 }

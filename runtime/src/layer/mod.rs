@@ -8,12 +8,15 @@
 //! - [`LayerStore`]: `ROOT/layers/<diffid-hex>/`, one directory per uncompressed layer digest,
 //!   extracted into a temporary directory, checked against the diff_id and renamed into place.
 //! - [`rootfs`]: mounting and unmounting overlay root filesystems.
+//! - [`mountpoints`]: the shared layer with the mount points (`/proc`, `/etc/hosts`, ...) an image
+//!   lacks, so containers do not each create them in their writable layer.
 
 use std::io;
 use std::path::PathBuf;
 
 mod compression;
 mod extract;
+pub mod mountpoints;
 #[cfg(target_os = "linux")]
 pub mod rootfs;
 mod store;
