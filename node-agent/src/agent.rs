@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Where pod network namespaces are bind-mounted ([`crate::sandbox::NETNS_DIR`]).
     pub netns_dir: PathBuf,
+    /// Per-boot state on a tmpfs ([`crate::rundir`]); `DATA_DIR/run` by default.
+    pub run_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ pub enum AgentError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    RunDir(#[from] crate::rundir::RunDirError),
 }
 
 /// Runs the agent until the process is stopped.
@@ -65,6 +69,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     for dir in [config.data_dir.join("pods"), config.data_dir.join("runtime")] {
         std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
     }
+    crate::rundir::ensure(&config.run_dir)?;
     let credentials = join::ensure_credentials(&config.data_dir, &config.node.name, &config.node.ip, config.credentials.as_ref()).await?;
     let client = Client::new(credentials.config.clone())?;
     let runtime_root = config.data_dir.join("runtime");
@@ -77,6 +82,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         recorder: Recorder::new(client.clone(), COMPONENT, &config.node.name),
         data_dir: config.data_dir.clone(),
         netns_dir: config.netns_dir.clone(),
+        run_dir: config.run_dir.clone(),
         node_ip: config.node.ip.clone(),
         resync: config.resync,
         image_last_used: Mutex::new(HashMap::new()),
@@ -84,7 +90,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     });
 
     let listener = server::bind(config.listen).await?;
-    let server_state = server::ServerState { runtime: runtime.clone(), data_dir: config.data_dir.clone() };
+    let server_state = server::ServerState { runtime: runtime.clone(), data_dir: config.data_dir.clone(), run_dir: config.run_dir.clone() };
     tokio::spawn(server::serve(listener, server::tls_config(&credentials)?, server_state));
 
     let capacity = node::detect_capacity(&config.node);
@@ -95,7 +101,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         delay = (delay * 2).min(Duration::from_secs(30));
     }
     tokio::spawn(node::heartbeat(client.clone(), config.node.clone(), capacity));
-    tokio::spawn(network::run(client.clone(), config.node.name.clone(), config.node.ip.clone(), config.data_dir.clone(), network_slot));
+    let dirs = network::StateDirs { data_dir: config.data_dir.clone(), run_dir: config.run_dir.clone() };
+    tokio::spawn(network::run(client.clone(), config.node.name.clone(), config.node.ip.clone(), dirs, network_slot));
     tokio::spawn(image_gc_loop(ctx.clone()));
 
     let api: Api<Pod> = Api::all(client.clone());
@@ -187,9 +194,10 @@ impl Dispatcher {
         for uid in stale {
             self.gone(&uid);
         }
-        // State left by an earlier run of the agent for pods that are gone.
-        let pods_dir = self.ctx.data_dir.join("pods");
-        if let Ok(entries) = std::fs::read_dir(&pods_dir) {
+        // State left by an earlier run of the agent for pods that are gone: records and network
+        // files in the run directory, volumes (and records of older agents) on the disk.
+        for pods_dir in [self.ctx.run_dir.join("pods"), self.ctx.data_dir.join("pods")] {
+            let Ok(entries) = std::fs::read_dir(&pods_dir) else { continue };
             for entry in entries.flatten() {
                 let uid = entry.file_name().to_string_lossy().into_owned();
                 if !listed.contains(&uid) && !self.workers.contains_key(&uid) {

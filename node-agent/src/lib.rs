@@ -7,9 +7,10 @@
 //! - [`node`]: the Node object, its status and the Lease heartbeat.
 //! - [`pods`]: the per-pod worker: sandbox, images, containers, restarts, probes, deletion.
 //! - [`status`]: pod status as Kubernetes computes it (pure).
-//! - [`sandbox`]: the pod's network namespace.
+//! - [`sandbox`]: the pod's network namespace; [`rundir`]: the tmpfs for per-boot state (pod
+//!   records, pod network files, IPAM).
 //! - [`network`]: the pod network: bridge, veths, addresses, routes to other nodes, the node's
-//!   nftables table (masquerade, hostPorts), the pods' resolv.conf and hosts files.
+//!   nftables table (masquerade, hostPorts), the pods' hostname, resolv.conf and hosts files.
 //! - [`proxy`]: Services as an nftables table of the node (ClusterIP and NodePort DNAT to ready
 //!   endpoints); [`dns`]: the cluster DNS server on the bridge gateway.
 //! - [`events`]: core/v1 Events, de-duplicated.
@@ -29,6 +30,7 @@ pub mod podspec;
 pub mod probe;
 pub mod proxy;
 pub mod pull;
+pub mod rundir;
 pub mod sandbox;
 pub mod server;
 pub mod status;

@@ -19,6 +19,10 @@ struct Args {
     /// The agent's state: credentials, pod state, the container runtime root (D/runtime).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Per-boot state (pod records, pod network files, IPAM), on a tmpfs: the agent mounts one
+    /// here unless the directory is on one already. Default: D/run.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
     /// The Node's name.
     #[arg(long)]
     node_name: String,
@@ -84,7 +88,9 @@ fn config(args: Args) -> anyhow::Result<AgentConfig> {
         bail!("--resync-seconds must be at least 1");
     }
     let listen = args.listen.unwrap_or(SocketAddr::new(args.node_ip, 10250));
+    let run_dir = args.run_dir.unwrap_or_else(|| args.data_dir.join("run"));
     Ok(AgentConfig {
+        run_dir,
         data_dir: args.data_dir,
         node: NodeConfig {
             name: args.node_name,

@@ -47,6 +47,8 @@ pub struct PodContext {
     pub recorder: Recorder,
     pub data_dir: PathBuf,
     pub netns_dir: PathBuf,
+    /// Per-boot state ([`crate::rundir`]): the pods' records and network files.
+    pub run_dir: PathBuf,
     pub node_ip: String,
     /// How often references are fetched again when the pod does not change.
     pub resync: Duration,
@@ -56,7 +58,7 @@ pub struct PodContext {
     pub network: NetworkSlot,
 }
 
-/// `D/pods/<uid>/state.json`.
+/// `RUN/pods/<uid>/state.json` (the run directory; an older agent kept it in `D/pods/<uid>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PodRecord {
     pub uid: String,
@@ -151,9 +153,14 @@ pub fn should_restart(policy: &str, exit_code: i32) -> bool {
     }
 }
 
-/// The directory of a pod's state and volumes.
+/// The directory of a pod's volumes on the disk (`D/pods/<uid>`).
 pub fn pod_dir(data_dir: &Path, uid: &str) -> PathBuf {
     data_dir.join("pods").join(uid)
+}
+
+/// The directory of a pod's record and network files in the run directory (`RUN/pods/<uid>`).
+pub fn pod_run_dir(run_dir: &Path, uid: &str) -> PathBuf {
+    run_dir.join("pods").join(uid)
 }
 
 /// Reads a pod's record; `None` when there is none.
@@ -230,7 +237,10 @@ struct Probes {
 struct Worker {
     ctx: Arc<PodContext>,
     uid: String,
+    /// Volumes, on the disk.
     dir: PathBuf,
+    /// The record and network files, in the run directory.
+    run: PathBuf,
     record: PodRecord,
     loaded: bool,
     netns: Option<PathBuf>,
@@ -279,10 +289,12 @@ impl Timeline {
 impl Worker {
     fn new(ctx: Arc<PodContext>, uid: String) -> Worker {
         let dir = pod_dir(&ctx.data_dir, &uid);
+        let run = pod_run_dir(&ctx.run_dir, &uid);
         Worker {
             ctx,
             uid,
             dir,
+            run,
             record: PodRecord::default(),
             loaded: false,
             netns: None,
@@ -308,7 +320,12 @@ impl Worker {
         if self.loaded {
             return;
         }
-        match load_record(&self.dir) {
+        // An agent of an earlier version kept the record on the disk.
+        let loaded = match load_record(&self.run) {
+            Ok(None) => load_record(&self.dir),
+            other => other,
+        };
+        match loaded {
             Ok(Some(record)) => {
                 tracing::info!(uid = %self.uid, pod = %record.name, "adopting the pod's containers from the state file");
                 self.record = record;
@@ -323,7 +340,7 @@ impl Worker {
     /// Records the pod's state, on the blocking pool (see [`crate::network::NodeNetwork::attach`]
     /// for why file writes stay off the runtime's workers).
     async fn save(&self) {
-        let (dir, record) = (self.dir.clone(), self.record.clone());
+        let (dir, record) = (self.run.clone(), self.record.clone());
         let saved = tokio::task::spawn_blocking(move || save_record(&dir, &record)).await;
         let error = match saved {
             Ok(Ok(())) => return,
@@ -393,7 +410,7 @@ impl Worker {
                 return false;
             };
             let Some(netns) = self.netns.clone() else { return false };
-            match net.attach(pod, &self.uid, &netns, &self.dir).await {
+            match net.attach(pod, &self.uid, &netns, &self.run).await {
                 Ok(ip) => {
                     self.pod_ip = Some(ip);
                     self.mark("attach");
@@ -568,7 +585,7 @@ impl Worker {
                 return;
             }
         };
-        let binds = network::pod::etc_binds(&self.dir, &opts.volumes);
+        let binds = network::pod::etc_binds(&self.run, &opts.volumes);
         opts.volumes.extend(binds);
         let restart_count = if rec.last.is_some() { rec.restart_count + 1 } else { rec.restart_count };
         let runtime_name = container_name(
@@ -931,14 +948,16 @@ impl Worker {
             }
         }
         self.pod_ip = None;
-        let (netns_dir, uid, dir) = (self.ctx.netns_dir.clone(), self.uid.clone(), self.dir.clone());
+        let (netns_dir, uid, dir, run) = (self.ctx.netns_dir.clone(), self.uid.clone(), self.dir.clone(), self.run.clone());
         let cleaned = tokio::task::spawn_blocking(move || {
             if let Err(e) = volumes::cleanup(&dir) {
                 tracing::warn!(error = %e, "cannot unmount the pod's volumes");
             }
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the pod's directory");
+            for dir in [&dir, &run] {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the pod's directory");
+                    }
                 }
             }
             sandbox::remove(&netns_dir, &uid)

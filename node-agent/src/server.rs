@@ -35,7 +35,9 @@ use crate::pods;
 #[derive(Clone)]
 pub struct ServerState {
     pub runtime: Runtime,
+    /// The pods' records: in the run directory, or (an older agent's) in the data directory.
     pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +116,9 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
 }
 
 /// The runtime id of a pod's container (its previous run with `previous`), from the pod's
-/// state file.
-pub fn find_container(data_dir: &FsPath, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String> {
-    let entries = std::fs::read_dir(data_dir.join("pods")).ok()?;
+/// state file under `DIR/pods` of one of `dirs` (the run directory first).
+pub fn find_container(dirs: &[&FsPath], namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String> {
+    let entries = dirs.iter().filter_map(|d| std::fs::read_dir(d.join("pods")).ok()).flatten();
     for entry in entries.flatten() {
         let Ok(Some(record)) = pods::load_record(&entry.path()) else { continue };
         if record.namespace != namespace || record.name != pod {
@@ -194,7 +196,7 @@ async fn logs(
     Query(query): Query<LogQuery>,
 ) -> Response {
     let previous = query.previous.unwrap_or(false);
-    let Some(id) = find_container(&state.data_dir, &namespace, &pod, &container, previous) else {
+    let Some(id) = find_container(&[&state.run_dir, &state.data_dir], &namespace, &pod, &container, previous) else {
         let what = if previous { "previous terminated container" } else { "container" };
         return (StatusCode::NOT_FOUND, format!("{what} \"{container}\" in pod \"{pod}\" not found on this node\n")).into_response();
     };
@@ -280,7 +282,7 @@ async fn exec(
     let query = parse_exec_query(raw.as_deref().unwrap_or(""));
     let ws = ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]);
     let v5 = ws.selected_protocol().is_some_and(|p| p.as_bytes() == b"v5.channel.k8s.io");
-    let id = find_container(&state.data_dir, &namespace, &pod, &container, false);
+    let id = find_container(&[&state.run_dir, &state.data_dir], &namespace, &pod, &container, false);
     ws.on_upgrade(move |socket| async move {
         let result = match id {
             Some(id) if !query.command.is_empty() && !query.tty => run_exec(socket, state.runtime, id, query, v5).await,

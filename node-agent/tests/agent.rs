@@ -205,8 +205,15 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
         .expect("client");
     assert!(anonymous.get(format!("https://localhost:{port}/healthz")).send().await.is_err(), "a client without a certificate got in");
 
-    // The agent writes D/pods/<uid>/state.json with the current container.
-    let record = node_agent::pods::load_record(&node_agent::pods::pod_dir(agent.data.path(), &uid)).expect("state file").expect("a record");
+    // The agent writes RUN/pods/<uid>/state.json (its run directory, D/run by default, a tmpfs)
+    // with the current container.
+    let run_dir = agent.data.path().join("run");
+    assert_eq!(
+        nix::sys::statfs::statfs(&run_dir).expect("statfs").filesystem_type(),
+        nix::sys::statfs::TMPFS_MAGIC,
+        "the run directory is not a tmpfs"
+    );
+    let record = node_agent::pods::load_record(&node_agent::pods::pod_run_dir(&run_dir, &uid)).expect("state file").expect("a record");
     assert!(record.containers["app"].restart_count >= 1);
 
     // A long-running pod with a readiness probe survives a restart of the agent untouched.
@@ -231,8 +238,8 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     agent.pod_uids.push(sleeper_uid.clone());
     let is_ready = |p: &Pod| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     wait_for("the sleeper to be Ready", Duration::from_secs(60), async || pods.get("sleeper").await.ok().filter(is_ready)).await;
-    let sleeper_dir = node_agent::pods::pod_dir(agent.data.path(), &sleeper_uid);
-    let id_before = node_agent::pods::load_record(&sleeper_dir).expect("state").expect("record").containers["app"].id.clone().expect("container id");
+    let sleeper_run = node_agent::pods::pod_run_dir(&run_dir, &sleeper_uid);
+    let id_before = node_agent::pods::load_record(&sleeper_run).expect("state").expect("record").containers["app"].id.clone().expect("container id");
     let runtime = runtime::container::Runtime::open(&agent.runtime_root()).expect("runtime");
     let pid_before = runtime.inspect(&id_before).expect("inspect").pid;
     assert!(pid_before > 0);
@@ -241,11 +248,28 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
         child.kill().expect("kill the agent");
         child.wait().expect("reap the agent");
     }
+    // Leave the pod's record and the IPAM file where an agent of an earlier version kept them,
+    // on the disk: the new agent still adopts the container and moves the IPAM file.
+    let legacy = node_agent::pods::pod_dir(agent.data.path(), &sleeper_uid);
+    std::fs::create_dir_all(&legacy).expect("mkdir");
+    let to_disk = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, to).expect("copy to the disk");
+        std::fs::remove_file(from).expect("remove from the run directory");
+    };
+    to_disk(&sleeper_run.join("state.json"), &legacy.join("state.json"));
+    to_disk(&run_dir.join("network/ipam.json"), &agent.data.path().join("network/ipam.json"));
     agent.child = Some(start_agent(agent.data.path()));
     // Several resyncs of the new agent.
     tokio::time::sleep(Duration::from_secs(6)).await;
     wait_for("the sleeper to be Ready again", Duration::from_secs(30), async || pods.get("sleeper").await.ok().filter(is_ready)).await;
-    let after = node_agent::pods::load_record(&sleeper_dir).expect("state").expect("record");
+    let ipam = std::fs::read_to_string(run_dir.join("network/ipam.json")).expect("the IPAM file moved to the run directory");
+    assert!(ipam.contains(&sleeper_uid), "the sleeper's address was lost: {ipam}");
+    assert!(!agent.data.path().join("network/ipam.json").exists());
+    let after = match node_agent::pods::load_record(&sleeper_run).expect("state") {
+        Some(record) => record,
+        None => node_agent::pods::load_record(&legacy).expect("state").expect("record"),
+    };
     assert_eq!(after.containers["app"].id.as_deref(), Some(id_before.as_str()), "the restarted agent replaced the container");
     assert_eq!(after.containers["app"].restart_count, 0);
     assert_eq!(runtime.inspect(&id_before).expect("inspect").pid, pid_before, "the container's process changed; agent log:\n{}", show_log());
@@ -355,7 +379,7 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     assert_eq!(init.map(|t| t.exit_code), Some(5));
     let app = status.container_statuses.as_ref().and_then(|c| c.first()).and_then(|c| c.state.as_ref()?.waiting.clone());
     assert_eq!(app.and_then(|w| w.reason).as_deref(), Some("PodInitializing"));
-    let failing_record = node_agent::pods::load_record(&node_agent::pods::pod_dir(agent.data.path(), &failing_uid)).expect("state").expect("record");
+    let failing_record = node_agent::pods::load_record(&node_agent::pods::pod_run_dir(&run_dir, &failing_uid)).expect("state").expect("record");
     assert!(!failing_record.containers.contains_key("app"), "the app container was created: {failing_record:?}");
 
     let params = DeleteParams { grace_period_seconds: Some(5), ..Default::default() };

@@ -142,7 +142,7 @@ async fn pods_get_addresses_reach_each_other_and_host_ports() {
         // busybox-static's wget crashes on this host; nc speaks enough HTTP.
         &format!(
             "until printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {server_ip} 80 > /page && grep -q hello /page; do sleep 1; done; \
-             cat /page /etc/resolv.conf /etc/hosts; exec sleep 3600"
+             cat /page /etc/resolv.conf /etc/hosts; echo \"hostname=$(cat /etc/hostname)\"; exec sleep 3600"
         ),
         serde_json::json!([]),
     );
@@ -182,7 +182,7 @@ async fn pods_get_addresses_reach_each_other_and_host_ports() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     // The pod's own files, bind-mounted over the image's.
-    let pod_dir = node_agent::pods::pod_dir(agent.data.path(), &client_uid);
+    let pod_dir = node_agent::pods::pod_run_dir(&agent.data.path().join("run"), &client_uid);
     let resolv = std::fs::read_to_string(network::pod::files_dir(&pod_dir).join("resolv.conf")).expect("the pod's resolv.conf");
     assert!(resolv.contains(&format!("nameserver {gateway}\n")), "{resolv}");
     let hosts = std::fs::read_to_string(network::pod::files_dir(&pod_dir).join("hosts")).expect("the pod's hosts");
@@ -193,6 +193,9 @@ async fn pods_get_addresses_reach_each_other_and_host_ports() {
         output.contains("search default.svc.cluster.local svc.cluster.local cluster.local") && output.contains(&format!("{client_ip}\tclient")),
         "the container sees the pod's resolv.conf and hosts:\n{output}"
     );
+    // One /etc/hostname for the pod, with its name.
+    assert_eq!(std::fs::read_to_string(network::pod::files_dir(&pod_dir).join("hostname")).expect("the pod's hostname"), "client\n");
+    assert!(output.contains("hostname=client\n"), "the container sees the pod's hostname file:\n{output}");
 
     // hostPort: from the node itself at 127.0.0.1, and at the host's other address.
     let page = wait_for("the hostPort on 127.0.0.1", Duration::from_secs(20), async || {
@@ -216,7 +219,7 @@ async fn pods_get_addresses_reach_each_other_and_host_ports() {
     for name in ["server", "client"] {
         wait_for("the pods to be gone", Duration::from_secs(60), async || pods.get_opt(name).await.ok().and_then(|p| p.is_none().then_some(()))).await;
     }
-    let ipam_file = agent.data.path().join("network/ipam.json");
+    let ipam_file = agent.data.path().join("run/network/ipam.json");
     wait_for("the pods' veths, addresses and sandboxes to go", Duration::from_secs(30), async || {
         let links = String::from_utf8_lossy(&Command::new("ip").args(["-o", "link", "show"]).output().ok()?.stdout).into_owned();
         let ipam = std::fs::read_to_string(&ipam_file).unwrap_or_default();

@@ -67,10 +67,12 @@ fn quickstart_up_serves_the_app_and_down_leaves_nothing() {
         .expect("run ctl ps");
     let containers: Vec<String> = String::from_utf8_lossy(&ps.stdout).lines().map(str::to_string).collect();
     assert!(containers.len() >= 2, "the app's two pods should have containers: {containers:?}");
-    let pods: Vec<String> = std::fs::read_dir(cluster.join(NODE).join("pods"))
+    // The pods' records are in the agent's run directory (a tmpfs under the node's directory).
+    let pods_dir = cluster.join(NODE).join("run").join("pods");
+    let pods: Vec<String> = std::fs::read_dir(&pods_dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    assert!(!pods.is_empty(), "no pod directories under {}", cluster.join(NODE).join("pods").display());
+    assert!(!pods.is_empty(), "no pod directories under {}", pods_dir.display());
     assert!(interfaces().contains(&bridge), "the node's bridge {bridge} should exist while the cluster runs");
 
     let out = quickstart.run("down");

@@ -2,7 +2,7 @@
 //! allocates it), a bridge `flb-<hash>` with the podCIDR's gateway (.1), forwarding on, and the
 //! node's nftables table `inet flotilla-<hash>` (masquerade, hostPorts); per pod a veth pair
 //! (`flv-<uid prefix>` on the bridge, `eth0` in the pod's namespace), an address from the
-//! file-backed IPAM (`D/network/ipam.json`), a default route via the gateway, and the pod's
+//! file-backed IPAM (`ipam.json` in the run directory, [`crate::rundir`]), a default route via the gateway, and the pod's
 //! resolv.conf and hosts files. `<hash>` is the first 8 hex digits of sha256(node name), which
 //! `deploy/local-cluster` also computes to clean up.
 //!
@@ -83,7 +83,15 @@ pub struct NetworkConfig {
     /// The node's InternalIP (`None` when it is not IPv4: then no routes to other nodes).
     pub node_ip: Option<Ipv4Addr>,
     pub pod_cidr: Ipv4Net,
+    pub dirs: StateDirs,
+}
+
+/// Where the agent keeps state: the IPAM file lives in the run directory (addresses die with
+/// the pods' namespaces at a reboot); an older agent kept it in the data directory.
+#[derive(Clone, Debug)]
+pub struct StateDirs {
     pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
 }
 
 /// This node's pod network.
@@ -120,9 +128,11 @@ impl NodeNetwork {
         runtime::network::link::set_sysctl("net.ipv4.ip_forward", "1")?;
         // hostPorts reached at 127.0.0.1 are rerouted onto the bridge after DNAT.
         runtime::network::link::set_sysctl(&format!("net.ipv4.conf.{bridge}.route_localnet"), "1")?;
-        // Unsynced: pods' addresses die with their namespaces at a reboot, and a burst of pods
-        // would otherwise allocate one disk flush after the other.
-        let ipam = Ipam::open(&config.data_dir.join("network").join("ipam.json"), config.pod_cidr)?.without_fsync();
+        // On the run directory's tmpfs, unsynced: pods' addresses die with their namespaces at a
+        // reboot, and a burst of pods would otherwise allocate one disk flush after the other.
+        let ipam_file = config.dirs.run_dir.join("network").join("ipam.json");
+        crate::rundir::adopt_file(&config.dirs.data_dir.join("network").join("ipam.json"), &ipam_file);
+        let ipam = Ipam::open(&ipam_file, config.pod_cidr)?.without_fsync();
         let network = Arc::new(NodeNetwork {
             client: config.client,
             table: table_name(&config.node_name),
@@ -232,9 +242,9 @@ impl NodeNetwork {
 
 /// Waits for the Node's podCIDR, sets the network up (retrying with back-off), publishes it in
 /// `slot` for the pod workers, then keeps the routes to other nodes.
-pub async fn run(client: Client, node_name: String, node_ip: String, data_dir: PathBuf, slot: watch::Sender<Option<Arc<NodeNetwork>>>) {
+pub async fn run(client: Client, node_name: String, node_ip: String, dirs: StateDirs, slot: watch::Sender<Option<Arc<NodeNetwork>>>) {
     let pod_cidr = wait_for_pod_cidr(&client, &node_name).await;
-    let config = NetworkConfig { client, node_name, node_ip: node_ip.parse().ok(), pod_cidr, data_dir };
+    let config = NetworkConfig { client, node_name, node_ip: node_ip.parse().ok(), pod_cidr, dirs };
     let mut delay = Duration::from_secs(1);
     let network = loop {
         match NodeNetwork::setup(config.clone()).await {

@@ -1,7 +1,7 @@
-//! A pod's own network files: `/etc/resolv.conf` (the node's DNS server on the bridge gateway,
+//! A pod's own files: `/etc/hostname`, `/etc/resolv.conf` (the node's DNS server on the bridge gateway,
 //! Kubernetes' search path and `ndots:5`) and `/etc/hosts` (localhost and the pod's own name and
-//! IP, as the kubelet writes it), kept in `D/pods/<uid>/network/` and bind-mounted read-only
-//! into every container of the pod.
+//! IP, as the kubelet writes it), kept in `RUN/pods/<uid>/network/` (the agent's run directory, a
+//! tmpfs) and bind-mounted read-only into every container of the pod.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use crate::podspec;
 /// The cluster's DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
-/// `D/pods/<uid>/network`.
+/// `RUN/pods/<uid>/network`.
 pub fn files_dir(pod_dir: &Path) -> PathBuf {
     pod_dir.join("network")
 }
@@ -48,14 +48,17 @@ pub fn render_hosts(pod: &Pod, ip: Ipv4Addr) -> String {
     text
 }
 
-/// Writes both files. They are rewritten in place, not renamed over: a bind mount pins the
-/// inode, so running containers see the new text.
+/// Writes the files, and the pod's `/etc/hostname` (one for every container of the pod, as
+/// containerd keeps it with the sandbox, instead of one per container from the runtime). They
+/// are rewritten in place, not renamed over: a bind mount pins the inode, so running containers
+/// see the new text.
 pub fn write_files(pod_dir: &Path, pod: &Pod, ip: Ipv4Addr, nameserver: Ipv4Addr) -> std::io::Result<()> {
     let dir = files_dir(pod_dir);
     std::fs::create_dir_all(&dir)?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     std::fs::write(dir.join("resolv.conf"), render_resolv_conf(nameserver, namespace))?;
-    std::fs::write(dir.join("hosts"), render_hosts(pod, ip))
+    std::fs::write(dir.join("hosts"), render_hosts(pod, ip))?;
+    std::fs::write(dir.join("hostname"), format!("{}\n", podspec::pod_hostname(pod)))
 }
 
 /// The read-only binds (`SRC:DEST:ro`, as `RunOptions::volumes` takes them) of the pod's files,
@@ -63,7 +66,7 @@ pub fn write_files(pod_dir: &Path, pod: &Pod, ip: Ipv4Addr, nameserver: Ipv4Addr
 /// the kubelet).
 pub fn etc_binds(pod_dir: &Path, volumes: &[String]) -> Vec<String> {
     let dir = files_dir(pod_dir);
-    ["hosts", "resolv.conf"]
+    ["hosts", "resolv.conf", "hostname"]
         .into_iter()
         .map(|file| (dir.join(file), format!("/etc/{file}")))
         .filter(|(_, dest)| !volumes.iter().any(|v| v.split(':').nth(1) == Some(dest.as_str())))
@@ -104,9 +107,19 @@ mod tests {
         let dir = Path::new("/data/pods/u1");
         assert_eq!(
             etc_binds(dir, &[]),
-            vec!["/data/pods/u1/network/hosts:/etc/hosts:ro".to_string(), "/data/pods/u1/network/resolv.conf:/etc/resolv.conf:ro".to_string()]
+            vec![
+                "/data/pods/u1/network/hosts:/etc/hosts:ro".to_string(),
+                "/data/pods/u1/network/resolv.conf:/etc/resolv.conf:ro".to_string(),
+                "/data/pods/u1/network/hostname:/etc/hostname:ro".to_string()
+            ]
         );
         let own = vec!["/x/my-hosts:/etc/hosts:ro".to_string()];
-        assert_eq!(etc_binds(dir, &own), vec!["/data/pods/u1/network/resolv.conf:/etc/resolv.conf:ro".to_string()]);
+        assert_eq!(
+            etc_binds(dir, &own),
+            vec![
+                "/data/pods/u1/network/resolv.conf:/etc/resolv.conf:ro".to_string(),
+                "/data/pods/u1/network/hostname:/etc/hostname:ro".to_string()
+            ]
+        );
     }
 }
