@@ -160,6 +160,62 @@ pub fn parse_exec_query(query: &str) -> ExecQuery {
     q
 }
 
+/// Where an exec session's messages from the client go: stdin to the command (until closed),
+/// window sizes to the exec helper.
+struct ClientInput {
+    stdin: Option<mpsc::Sender<Option<Vec<u8>>>>,
+    resize: Option<std::io::PipeWriter>,
+    v5: bool,
+}
+
+impl ClientInput {
+    /// Handles one message; false once the client is gone (the output then has nowhere to go,
+    /// but the command runs on).
+    async fn handle(&mut self, message: Option<Result<Message, axum::Error>>) -> bool {
+        let data = match message {
+            Some(Ok(Message::Binary(data))) => data,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                self.stdin = None;
+                return false;
+            }
+            Some(Ok(_)) => return true,
+        };
+        match (data.first(), data.get(1)) {
+            (Some(0), _) => {
+                if let Some(tx) = &self.stdin {
+                    let _ = tx.send(Some(data[1..].to_vec())).await;
+                }
+            }
+            (Some(255), Some(0)) if self.v5 => {
+                if let Some(tx) = self.stdin.take() {
+                    let _ = tx.send(None).await;
+                }
+            }
+            (Some(4), _) => {
+                if let (Some(w), Some(line)) = (self.resize.as_mut(), resize_line(&data[1..])) {
+                    let _ = w.write_all(line.as_bytes());
+                }
+            }
+            // Anything else (a resize without a terminal): nothing to do.
+            _ => {}
+        }
+        true
+    }
+}
+
+/// A resize message of channel 4 (`{"Width":80,"Height":24}`, as kubectl sends it) as the exec
+/// helper's `ROWSxCOLS` line; `None` for anything else.
+pub fn resize_line(message: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
+    }
+    let size: Size = serde_json::from_slice(message).ok()?;
+    (size.width > 0 && size.height > 0).then(|| format!("{}x{}\n", size.height, size.width))
+}
+
 /// The metav1.Status sent on channel 3 when the command ends.
 pub fn exit_status(code: Result<i32, String>) -> serde_json::Value {
     match code {
@@ -285,11 +341,10 @@ async fn exec(
     let id = find_container(&[&state.run_dir, &state.data_dir], &namespace, &pod, &container, false);
     ws.on_upgrade(move |socket| async move {
         let result = match id {
-            Some(id) if !query.command.is_empty() && !query.tty => run_exec(socket, state.runtime, id, query, v5).await,
+            Some(id) if !query.command.is_empty() => run_exec(socket, state.runtime, id, query, v5).await,
             other => {
                 let message = match other {
                     None => format!("container \"{container}\" in pod \"{pod}\" not found on this node"),
-                    Some(_) if query.tty => "tty=true is not supported by this node yet: run without -t".to_string(),
                     Some(_) => "no command given: pass command=...".to_string(),
                 };
                 finish(socket, exit_status(Err(message))).await
@@ -314,14 +369,56 @@ async fn run_exec(mut socket: WebSocket, runtime: Runtime, id: String, query: Ex
         Ok(p) => p,
         Err(e) => return finish(socket, exit_status(Err(format!("cannot create pipes: {e}")))).await,
     };
+    // With a terminal, its window sizes (channel 4) go to the exec helper through a pipe; the
+    // write end never blocks this task (a size that does not fit is dropped: the next one wins).
+    let resize = match query.tty.then(std::io::pipe).transpose() {
+        Ok(Some((r, w))) => match nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)) {
+            Ok(_) => Some((r, w)),
+            Err(e) => return finish(socket, exit_status(Err(format!("cannot set up the terminal's size pipe: {e}")))).await,
+        },
+        Ok(None) => None,
+        Err(e) => return finish(socket, exit_status(Err(format!("cannot create pipes: {e}")))).await,
+    };
+    let (resize_r, mut resize_w) = resize.map_or((None, None), |(r, w)| (Some(std::os::fd::OwnedFd::from(r)), Some(w)));
+    // kubectl sends the terminal's size as its first message; a command that asks for it at
+    // once (`stty size`, a full-screen program drawing its first screen) must find it set, so
+    // the command starts once the size is in the pipe (or after a second without one).
+    // Whatever else arrives first is kept and handled after the start.
+    let mut early = Vec::new();
+    if let Some(w) = resize_w.as_mut() {
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(1));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                message = socket.recv() => {
+                    if let Some(Ok(Message::Binary(data))) = &message {
+                        if data.first() == Some(&4) {
+                            if let Some(line) = resize_line(&data[1..]) {
+                                let _ = w.write_all(line.as_bytes());
+                            }
+                            break;
+                        }
+                    }
+                    let closed = !matches!(&message, Some(Ok(_)));
+                    early.push(message);
+                    if closed {
+                        break;
+                    }
+                }
+            }
+        }
+    }
     // An unused end is closed here and now: a write end left open would keep its reader from
-    // ever seeing the end of the stream.
+    // ever seeing the end of the stream. A terminal writes everything on stdout.
+    let stderr_wanted = query.stderr && !query.tty;
     let stdio = ExecStdio {
         stdin: Some(if query.stdin { in_r.into() } else { drop(in_r); std::process::Stdio::null() }),
         stdout: Some(if query.stdout { out_w.into() } else { drop(out_w); std::process::Stdio::null() }),
-        stderr: Some(if query.stderr { err_w.into() } else { drop(err_w); std::process::Stdio::null() }),
+        stderr: Some(if stderr_wanted { err_w.into() } else { drop(err_w); std::process::Stdio::null() }),
+        resize: resize_r,
     };
-    let opts = ExecOptions { args: query.command.clone(), env: Vec::new(), workdir: None, tty: false, interactive: query.stdin };
+    let opts = ExecOptions { args: query.command.clone(), env: Vec::new(), workdir: None, tty: query.tty, interactive: query.stdin };
     let exited = tokio::task::spawn_blocking(move || runtime.exec_with_stdio(&id, &opts, stdio).map_err(|e| e.to_string()));
 
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
@@ -358,42 +455,23 @@ async fn run_exec(mut socket: WebSocket, runtime: Runtime, id: String, query: Ex
         // Dropping the writer is the command's end of input.
         stdin_writer.take();
     });
-    let mut in_tx = Some(in_tx);
-    if !query.stdin {
-        in_tx = None;
+    let mut session = ClientInput { stdin: query.stdin.then_some(in_tx), resize: resize_w, v5 };
+    let mut open = true;
+    for message in early {
+        if open {
+            open = session.handle(message).await;
+        }
     }
-
-    loop {
+    while open {
         tokio::select! {
             frame = out_rx.recv() => match frame {
                 Some(frame) => socket.send(Message::Binary(Bytes::from(frame))).await?,
                 None => break,
             },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Binary(data))) => match (data.first(), data.get(1)) {
-                    (Some(0), _) => {
-                        if let Some(tx) = &in_tx {
-                            let _ = tx.send(Some(data[1..].to_vec())).await;
-                        }
-                    }
-                    (Some(255), Some(0)) if v5 => {
-                        if let Some(tx) = in_tx.take() {
-                            let _ = tx.send(None).await;
-                        }
-                    }
-                    // Resize (4) and anything else: nothing to do without a terminal.
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    in_tx = None;
-                    // The client went away: the output has nowhere to go, but the command runs on.
-                    break;
-                }
-                Some(Ok(_)) => {}
-            },
+            incoming = socket.recv() => open = session.handle(incoming).await,
         }
     }
-    drop(in_tx);
+    drop(session);
     let code = match exited.await {
         Ok(result) => result,
         Err(e) => Err(e.to_string()),
@@ -410,6 +488,14 @@ mod tests {
         let q = parse_exec_query("command=sh&command=-c&command=echo%20hi+there&stdin=true&stdout=true&stderr=false&tty=false");
         assert_eq!(q.command, vec!["sh", "-c", "echo hi there"]);
         assert!(q.stdin && q.stdout && !q.stderr && !q.tty);
+    }
+
+    #[test]
+    fn resize_messages_become_size_lines_and_bad_ones_nothing() {
+        assert_eq!(resize_line(br#"{"Width":120,"Height":40}"#).as_deref(), Some("40x120\n"));
+        for bad in [&b"{}"[..], b"not json", br#"{"Width":0,"Height":40}"#, br#"{"Width":-1,"Height":40}"#, br#"{"Width":70000,"Height":1}"#] {
+            assert_eq!(resize_line(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -19,6 +19,18 @@ use common::{free_port, wait_for, Agent};
 /// Runs a command in a container through the agent's exec endpoint (v5.channel.k8s.io), with
 /// `stdin` sent then closed; returns (stdout, stderr, the final Status).
 async fn exec_ws(port: u16, client_identity: (&[u8], &[u8]), serving_ca: &[u8], path: &str, stdin: &[u8]) -> (String, String, serde_json::Value) {
+    exec_ws_frames(port, client_identity, serving_ca, path, &[], stdin).await
+}
+
+/// [`exec_ws`] sending `before` (whole frames, channel byte first) ahead of stdin.
+async fn exec_ws_frames(
+    port: u16,
+    client_identity: (&[u8], &[u8]),
+    serving_ca: &[u8],
+    path: &str,
+    before: &[Vec<u8>],
+    stdin: &[u8],
+) -> (String, String, serde_json::Value) {
     use futures::{SinkExt, StreamExt};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -47,6 +59,9 @@ async fn exec_ws(port: u16, client_identity: (&[u8], &[u8]), serving_ca: &[u8], 
     request.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().expect("header"));
     let (mut ws, response) = tokio_tungstenite::client_async(request, tls).await.expect("websocket handshake");
     assert_eq!(response.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()), Some(&b"v5.channel.k8s.io"[..]));
+    for frame in before {
+        ws.send(Message::Binary(frame.clone().into())).await.expect("send a frame");
+    }
     ws.send(Message::Binary([&[0u8][..], stdin].concat().into())).await.expect("send stdin");
     ws.send(Message::Binary(vec![255u8, 0].into())).await.expect("close stdin");
     let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), serde_json::Value::Null);
@@ -289,6 +304,21 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     assert_eq!(status["details"]["causes"][0]["message"], "7");
     let (_, _, ok) = exec_ws(port, (&cert, &key), &serving, "/exec/default/sleeper/app?command=true&stdout=true", b"").await;
     assert_eq!(ok["status"], "Success");
+    // With a terminal (kubectl exec -t): the size sent on channel 4 reaches the command's
+    // terminal, which echoes input and writes everything on stdout.
+    let resize = [&[4u8][..], br#"{"Width":100,"Height":30}"#].concat();
+    let (out, err, status) = exec_ws_frames(
+        port,
+        (&cert, &key),
+        &serving,
+        "/exec/default/sleeper/app?command=sh&command=-c&command=read%20x%3B%20stty%20size%3B%20tty%3B%20echo%20oops%20%3E%262&stdin=true&stdout=true&tty=true",
+        &[resize],
+        b"go\n",
+    )
+    .await;
+    assert_eq!(status["status"], "Success", "{status}");
+    assert!(out.contains("30 100\r\n") && out.contains("/dev/pts/") && out.contains("oops\r\n"), "terminal output: {out:?}");
+    assert!(err.is_empty(), "a terminal has no separate stderr: {err:?}");
 
     let sleeper_status = pods.get("sleeper").await.expect("get").status.and_then(|s| s.container_statuses).expect("statuses");
     assert_eq!(sleeper_status[0].restart_count, 0);

@@ -413,6 +413,7 @@ fn exec_on_a_terminal(fx: &Fixture, id: &str, args: &[&str], prompt: &str, input
         stdin: Some(slave.try_clone().expect("dup slave").into()),
         stdout: Some(slave.try_clone().expect("dup slave").into()),
         stderr: Some(slave.into()),
+        resize: None,
     };
     let opts = ExecOptions { args: args.iter().map(|s| s.to_string()).collect(), tty: true, interactive: true, ..Default::default() };
     let code = fx.runtime.exec_with_stdio(id, &opts, stdio).expect("exec");

@@ -94,6 +94,27 @@ async fn deployment_spreads_scales_rolls_stalls_undoes_and_deletes() {
     assert_eq!(spread.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "spread over the nodes: {spread:?}");
     assert_eq!(spread.keys().map(String::as_str).collect::<Vec<_>>(), CLUSTER_NODES.to_vec());
 
+    // `kubectl exec -it` through the apiserver to the pod's agent: the command gets a terminal
+    // of kubectl's size (`script` gives kubectl a terminal of 33 rows and 111 columns).
+    if let (Some(kubectl), true) = (tests::kubectl(), std::path::Path::new("/usr/bin/script").exists()) {
+        let ps = pods(&c, selector).await;
+        let pod = ps[0]["metadata"]["name"].as_str().expect("pod name");
+        let line = format!(
+            "stty rows 33 cols 111; {} --kubeconfig {} exec -it {pod} -- busybox stty size",
+            kubectl.display(),
+            c.kubeconfig().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("HOME", c.dir())
+            .env("KUBECACHEDIR", c.dir().join("kubecache"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("33 111"), "kubectl exec -it: {:?}\n{text}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+
     // Scale to 9, then to 2.
     ctl_ok(&c, &["scale", "deployment/web", "--replicas", "9"]);
     wait_rolled_out(&c, "web", 9, Duration::from_secs(60)).await;

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -21,7 +21,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::monitor::EXEC_REQUEST_ENV;
+use super::monitor::{EXEC_REQUEST_ENV, EXEC_RESIZE_FD_ENV};
 use super::setup::{exec_process, ProcessConfig};
 use super::state::{self, Status};
 use super::ExecOptions;
@@ -42,6 +42,7 @@ pub fn exec_main(root: &Path, id: &str) -> i32 {
 fn enter_and_run(root: &Path, id: &str) -> Result<i32, String> {
     let request: ExecOptions = serde_json::from_str(&std::env::var(EXEC_REQUEST_ENV).unwrap_or_default())
         .map_err(|e| format!("invalid exec request in ${EXEC_REQUEST_ENV}: {e}"))?;
+    let resize = resize_source()?;
     let dir = root.join("containers").join(id);
     let st = state::load(&dir).map_err(|e| e.to_string())?;
     if st.status != Status::Running || !super::process_alive(st.pid, st.pid_start_time) {
@@ -97,6 +98,14 @@ fn enter_and_run(root: &Path, id: &str) -> Result<i32, String> {
     } else {
         None
     };
+    // A size the caller sent before the start is the terminal's from the first moment.
+    let mut sizes = Vec::new();
+    let mut resize = resize;
+    if let (Some((master, _)), Some(fd)) = (&terminal, &resize) {
+        if !drain_sizes(fd, master, &mut sizes) {
+            resize = None;
+        }
+    }
     // Blocked before the fork so no child exit or resize is missed; the command gets an empty
     // mask back before it executes.
     let signals = match &terminal {
@@ -123,7 +132,7 @@ fn enter_and_run(root: &Path, id: &str) -> Result<i32, String> {
             (Some((master, slave)), Some(signals)) => {
                 // The master must see end of file once the command's side is closed.
                 drop(slave);
-                relay_terminal(&master, request.interactive, child, &signals)
+                relay_terminal(&master, request.interactive, child, &signals, resize, sizes)
             }
             _ => wait_for(child),
         },
@@ -142,6 +151,53 @@ fn wait_for(child: Pid) -> Result<i32, String> {
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("waiting for the exec'd process: {e}")),
         }
+    }
+}
+
+/// The descriptor named by `$FLOTILLA_EXEC_RESIZE_FD`, if any, made close-on-exec so the command
+/// does not inherit it.
+fn resize_source() -> Result<Option<OwnedFd>, String> {
+    let Ok(text) = std::env::var(EXEC_RESIZE_FD_ENV) else { return Ok(None) };
+    let fd: i32 = text.parse().map_err(|_| format!("${EXEC_RESIZE_FD_ENV} is not a descriptor number: {text:?}"))?;
+    // SAFETY: F_SETFD on a number checks it is an open descriptor (EBADF otherwise); the
+    // descriptor is read without blocking (sizes already sent are applied before the command
+    // starts, see `drain_sizes`).
+    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(format!("${EXEC_RESIZE_FD_ENV}={fd} is not an open descriptor"));
+    }
+    // SAFETY: an open descriptor handed to this process for it alone.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Reads the sizes waiting in `resize` and applies them to the terminal; false once the writer
+/// closed it (or it failed).
+fn drain_sizes(resize: &OwnedFd, master: &OwnedFd, pending: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match nix::unistd::read(resize, &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                apply_sizes(master, pending);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Applies every complete `ROWSxCOLS` line of `pending` to the terminal and keeps the rest.
+fn apply_sizes(master: &OwnedFd, pending: &mut Vec<u8>) {
+    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=end).collect();
+        if let Some(size) = std::str::from_utf8(&line).ok().and_then(|l| super::console::parse_size(l.trim())) {
+            super::console::set_size(master, &size);
+        }
+    }
+    // A line longer than any size is garbage: dropped, not buffered without end.
+    if pending.len() > 64 {
+        pending.clear();
     }
 }
 
@@ -166,10 +222,18 @@ fn watch_signals() -> Result<SignalFd, String> {
 }
 
 /// Copies the terminal's output to this process's stdout and (`interactive`) its stdin to the
-/// terminal, follows the caller's window size, and returns the command's exit code. Output
-/// still buffered when the command exits is drained; a background process that keeps the
-/// terminal open does not hold the caller.
-fn relay_terminal(master: &OwnedFd, interactive: bool, child: Pid, signals: &SignalFd) -> Result<i32, String> {
+/// terminal, follows the caller's window size (of its terminal, or the sizes read from
+/// `resize`), and returns the command's exit code. Output still buffered when the command
+/// exits is drained; a background process that keeps the terminal open does not hold the
+/// caller.
+fn relay_terminal(
+    master: &OwnedFd,
+    interactive: bool,
+    child: Pid,
+    signals: &SignalFd,
+    mut resize: Option<OwnedFd>,
+    mut sizes: Vec<u8>,
+) -> Result<i32, String> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut stdin_open = interactive;
@@ -177,9 +241,15 @@ fn relay_terminal(master: &OwnedFd, interactive: bool, child: Pid, signals: &Sig
     let mut exited = None;
     loop {
         let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if stdin_open {
+        // Before stdin: a size sent ahead of input is applied before the command reads it.
+        let resize_at = resize.as_ref().map(|fd| {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let stdin_at = stdin_open.then(|| {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
         let timeout = if exited.is_some() { PollTimeout::ZERO } else { PollTimeout::NONE };
         match poll(&mut fds, timeout) {
             Ok(_) => {}
@@ -216,7 +286,12 @@ fn relay_terminal(master: &OwnedFd, interactive: bool, child: Pid, signals: &Sig
                 }
             }
         }
-        if ready.get(2).copied().unwrap_or(false) {
+        if let Some(fd) = resize_at.filter(|&i| ready[i]).and(resize.as_ref()) {
+            if !drain_sizes(fd, master, &mut sizes) {
+                resize = None;
+            }
+        }
+        if stdin_at.is_some_and(|i| ready[i]) {
             match nix::unistd::read(&stdin, &mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(n) => {

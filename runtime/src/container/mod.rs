@@ -165,6 +165,9 @@ pub struct ExecStdio {
     pub stdin: Option<Stdio>,
     pub stdout: Option<Stdio>,
     pub stderr: Option<Stdio>,
+    /// With `tty` and streams that are not a terminal: where window sizes come from, one
+    /// `ROWSxCOLS` line each (the read end of a pipe the caller writes).
+    pub resize: Option<std::os::fd::OwnedFd>,
 }
 
 /// A container that `start` started: its monitor reports the exit code here, even when the
@@ -687,7 +690,23 @@ impl Runtime {
         if let Some(stderr) = stdio.stderr {
             command.stderr(stderr);
         }
+        if let Some(resize) = &stdio.resize {
+            const RESIZE_FD: i32 = 3;
+            let fd = resize.as_raw_fd();
+            command.env(monitor::EXEC_RESIZE_FD_ENV, RESIZE_FD.to_string());
+            // SAFETY: only dup2 and fcntl, which are async-signal-safe, run between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let moved = if fd == RESIZE_FD { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, RESIZE_FD) };
+                    if moved < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let status = command.status().map_err(|e| ContainerError::io("starting", &monitor, e))?;
+        drop(stdio.resize);
         use std::os::unix::process::ExitStatusExt;
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }

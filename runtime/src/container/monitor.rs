@@ -39,6 +39,10 @@ pub const ATTACH_STDIN_ENV: &str = "FLOTILLA_ATTACH_STDIN";
 pub const TTY_SIZE_ENV: &str = "FLOTILLA_TTY_SIZE";
 /// The JSON [`super::ExecOptions`] of `flotilla-monitor --exec`.
 pub const EXEC_REQUEST_ENV: &str = "FLOTILLA_EXEC";
+/// The inherited fd from which an exec with a terminal reads window sizes, one `ROWSxCOLS` per
+/// line, when the caller's streams are not a terminal (the node agent relaying `kubectl exec
+/// -t`, whose resize messages arrive over the network).
+pub const EXEC_RESIZE_FD_ENV: &str = "FLOTILLA_EXEC_RESIZE_FD";
 
 /// The monitor's entry point; returns the monitor's own exit status.
 pub fn monitor_main(root: &Path, id: &str) -> i32 {
