@@ -530,18 +530,21 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Writes the files bind-mounted over /etc/hostname, /etc/hosts and /etc/resolv.conf, except
-/// those the spec mounts something else over (the node agent's per-pod hosts and resolv.conf,
-/// docker's `-v f:/etc/hosts`): setup binds those instead, and on ext4 every file created
-/// costs an inode allocation.
+/// those the spec mounts something else over (the node agent's per-pod files, docker's
+/// `-v f:/etc/hosts`): that mount wins, and on ext4 every file created costs an inode
+/// allocation.
 fn write_etc_files(dir: &Path, st: &ContainerState) -> Result<super::setup::EtcFiles, String> {
-    let etc = super::setup::EtcFiles {
-        hostname: dir.join("hostname"),
-        hosts: dir.join("hosts"),
-        resolv_conf: dir.join("resolv.conf"),
+    let ours = |dest: &str, name: &str| {
+        let mounted = st.spec.mounts.iter().any(|m| Path::new(&m.destination) == Path::new(dest));
+        (!mounted).then(|| dir.join(name))
     };
-    let mounted = |dest: &str| st.spec.mounts.iter().any(|m| Path::new(&m.destination) == Path::new(dest));
-    if !mounted("/etc/hostname") {
-        write_file(&etc.hostname, format!("{}\n", st.spec.hostname).as_bytes())?;
+    let etc = super::setup::EtcFiles {
+        hostname: ours("/etc/hostname", "hostname"),
+        hosts: ours("/etc/hosts", "hosts"),
+        resolv_conf: ours("/etc/resolv.conf", "resolv.conf"),
+    };
+    if let Some(path) = &etc.hostname {
+        write_file(path, format!("{}\n", st.spec.hostname).as_bytes())?;
     }
     let hosts = match st.spec.network {
         NetworkMode::Host => Some(fs::read_to_string("/etc/hosts").unwrap_or_default()),
@@ -552,13 +555,13 @@ fn write_etc_files(dir: &Path, st: &ContainerState) -> Result<super::setup::EtcF
         // Written (and kept up to date) by the network code, which connected the container.
         NetworkMode::Network(_) => None,
     };
-    if let Some(hosts) = hosts.filter(|_| !mounted("/etc/hosts")) {
-        write_file(&etc.hosts, hosts.as_bytes())?;
+    if let (Some(path), Some(hosts)) = (&etc.hosts, hosts) {
+        write_file(path, hosts.as_bytes())?;
     }
     // Without a network nothing can be resolved anyway; the host's file keeps search domains.
-    if !matches!(st.spec.network, NetworkMode::Network(_)) && !mounted("/etc/resolv.conf") {
+    if let Some(path) = etc.resolv_conf.as_ref().filter(|_| !matches!(st.spec.network, NetworkMode::Network(_))) {
         let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        write_file(&etc.resolv_conf, resolv.as_bytes())?;
+        write_file(path, resolv.as_bytes())?;
     }
     Ok(etc)
 }

@@ -34,10 +34,12 @@ impl SetupError {
 
 /// Host-side files bind-mounted over the container's /etc/hostname, /etc/hosts and
 /// /etc/resolv.conf (kept in the container dir, as docker does, so a read-only root still gets them).
+/// `None` where the spec mounts its own file (docker's `-v f:/etc/hosts`, the node agent's
+/// per-pod files): that mount wins, and there is nothing of ours to bind.
 pub struct EtcFiles {
-    pub hostname: PathBuf,
-    pub hosts: PathBuf,
-    pub resolv_conf: PathBuf,
+    pub hostname: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Who the process runs as and what it runs: shared by a container's init and `exec`.
@@ -188,12 +190,9 @@ fn prepare(spec: &ContainerSpec, rootfs: &Path, etc: &EtcFiles) -> Result<(), Se
         (&etc.hosts, "/etc/hosts"),
         (&etc.resolv_conf, "/etc/resolv.conf"),
     ] {
-        // A mount the caller asked for at the same place wins (docker `-v f:/etc/hosts`, and the
-        // node agent's per-pod hosts and resolv.conf).
-        if spec.mounts.iter().any(|m| Path::new(&m.destination) == Path::new(dest)) {
-            continue;
+        if let Some(file) = file {
+            bind(file, &resolve_in_root(rootfs, dest), false)?;
         }
-        bind(file, &resolve_in_root(rootfs, dest), false)?;
     }
 
     chdir(rootfs).map_err(|e| SetupError::setup(format!("chdir to the root filesystem: {e}")))?;
