@@ -196,7 +196,7 @@ impl Dispatcher {
         }
         // State left by an earlier run of the agent for pods that are gone: records and network
         // files in the run directory, volumes (and records of older agents) on the disk.
-        for pods_dir in [self.ctx.run_dir.join("pods"), self.ctx.data_dir.join("pods")] {
+        for pods_dir in pods::record_dirs(&self.ctx.run_dir, &self.ctx.data_dir) {
             let Ok(entries) = std::fs::read_dir(&pods_dir) else { continue };
             for entry in entries.flatten() {
                 let uid = entry.file_name().to_string_lossy().into_owned();

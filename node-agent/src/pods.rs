@@ -163,6 +163,12 @@ pub fn pod_run_dir(run_dir: &Path, uid: &str) -> PathBuf {
     run_dir.join("pods").join(uid)
 }
 
+/// The directories holding pods' records, the run directory's first, then the data
+/// directory's (where an agent of an earlier version kept them, and where volumes are).
+pub fn record_dirs(run_dir: &Path, data_dir: &Path) -> [PathBuf; 2] {
+    [run_dir.join("pods"), data_dir.join("pods")]
+}
+
 /// Reads a pod's record; `None` when there is none.
 pub fn load_record(dir: &Path) -> Result<Option<PodRecord>, PodError> {
     let path = dir.join("state.json");

@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -116,9 +116,9 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
 }
 
 /// The runtime id of a pod's container (its previous run with `previous`), from the pod's
-/// state file under `DIR/pods` of one of `dirs` (the run directory first).
-pub fn find_container(dirs: &[&FsPath], namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String> {
-    let entries = dirs.iter().filter_map(|d| std::fs::read_dir(d.join("pods")).ok()).flatten();
+/// state file in one of `pods_dirs` ([`pods::record_dirs`]).
+pub fn find_container(pods_dirs: &[PathBuf], namespace: &str, pod: &str, container: &str, previous: bool) -> Option<String> {
+    let entries = pods_dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten();
     for entry in entries.flatten() {
         let Ok(Some(record)) = pods::load_record(&entry.path()) else { continue };
         if record.namespace != namespace || record.name != pod {
@@ -252,7 +252,7 @@ async fn logs(
     Query(query): Query<LogQuery>,
 ) -> Response {
     let previous = query.previous.unwrap_or(false);
-    let Some(id) = find_container(&[&state.run_dir, &state.data_dir], &namespace, &pod, &container, previous) else {
+    let Some(id) = find_container(&pods::record_dirs(&state.run_dir, &state.data_dir), &namespace, &pod, &container, previous) else {
         let what = if previous { "previous terminated container" } else { "container" };
         return (StatusCode::NOT_FOUND, format!("{what} \"{container}\" in pod \"{pod}\" not found on this node\n")).into_response();
     };
@@ -338,7 +338,7 @@ async fn exec(
     let query = parse_exec_query(raw.as_deref().unwrap_or(""));
     let ws = ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]);
     let v5 = ws.selected_protocol().is_some_and(|p| p.as_bytes() == b"v5.channel.k8s.io");
-    let id = find_container(&[&state.run_dir, &state.data_dir], &namespace, &pod, &container, false);
+    let id = find_container(&pods::record_dirs(&state.run_dir, &state.data_dir), &namespace, &pod, &container, false);
     ws.on_upgrade(move |socket| async move {
         let result = match id {
             Some(id) if !query.command.is_empty() => run_exec(socket, state.runtime, id, query, v5).await,
@@ -379,26 +379,24 @@ async fn run_exec(mut socket: WebSocket, runtime: Runtime, id: String, query: Ex
         Ok(None) => None,
         Err(e) => return finish(socket, exit_status(Err(format!("cannot create pipes: {e}")))).await,
     };
-    let (resize_r, mut resize_w) = resize.map_or((None, None), |(r, w)| (Some(std::os::fd::OwnedFd::from(r)), Some(w)));
+    let (resize_r, resize_w) = resize.map_or((None, None), |(r, w)| (Some(std::os::fd::OwnedFd::from(r)), Some(w)));
+    let (in_tx, mut in_rx) = mpsc::channel::<Option<Vec<u8>>>(16);
+    let mut session = ClientInput { stdin: query.stdin.then_some(in_tx), resize: resize_w, v5 };
     // kubectl sends the terminal's size as its first message; a command that asks for it at
     // once (`stty size`, a full-screen program drawing its first screen) must find it set, so
     // the command starts once the size is in the pipe (or after a second without one).
     // Whatever else arrives first is kept and handled after the start.
     let mut early = Vec::new();
-    if let Some(w) = resize_w.as_mut() {
+    if session.resize.is_some() {
         let deadline = tokio::time::sleep(std::time::Duration::from_secs(1));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
                 message = socket.recv() => {
-                    if let Some(Ok(Message::Binary(data))) = &message {
-                        if data.first() == Some(&4) {
-                            if let Some(line) = resize_line(&data[1..]) {
-                                let _ = w.write_all(line.as_bytes());
-                            }
-                            break;
-                        }
+                    if matches!(&message, Some(Ok(Message::Binary(data))) if data.first() == Some(&4)) {
+                        session.handle(message).await;
+                        break;
                     }
                     let closed = !matches!(&message, Some(Ok(_)));
                     early.push(message);
@@ -443,7 +441,6 @@ async fn run_exec(mut socket: WebSocket, runtime: Runtime, id: String, query: Ex
     }
     drop(out_tx);
 
-    let (in_tx, mut in_rx) = mpsc::channel::<Option<Vec<u8>>>(16);
     let mut stdin_writer = Some(in_w);
     tokio::task::spawn_blocking(move || {
         while let Some(Some(data)) = in_rx.blocking_recv() {
@@ -455,7 +452,6 @@ async fn run_exec(mut socket: WebSocket, runtime: Runtime, id: String, query: Ex
         // Dropping the writer is the command's end of input.
         stdin_writer.take();
     });
-    let mut session = ClientInput { stdin: query.stdin.then_some(in_tx), resize: resize_w, v5 };
     let mut open = true;
     for message in early {
         if open {
