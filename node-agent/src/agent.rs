@@ -94,13 +94,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     tokio::spawn(server::serve(listener, server::tls_config(&credentials)?, server_state));
 
     let capacity = node::detect_capacity(&config.node);
+    // Not Ready until the pod network is up (the heartbeat writes Ready=True then).
+    let readiness = node::Readiness { ready: false, since: jiff::Timestamp::now() };
     let mut delay = Duration::from_secs(1);
-    while let Err(e) = node::register(&client, &config.node, &capacity).await {
+    while let Err(e) = node::register(&client, &config.node, &capacity, readiness).await {
         tracing::warn!(error = %e, "node registration failed; retrying in {}s", delay.as_secs());
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
     }
-    tokio::spawn(node::heartbeat(client.clone(), config.node.clone(), capacity));
+    tokio::spawn(node::heartbeat(client.clone(), config.node.clone(), capacity, readiness, ctx.network.clone()));
     let dirs = network::StateDirs { data_dir: config.data_dir.clone(), run_dir: config.run_dir.clone() };
     tokio::spawn(network::run(client.clone(), config.node.name.clone(), config.node.ip.clone(), dirs, network_slot));
     tokio::spawn(image_gc_loop(ctx.clone()));

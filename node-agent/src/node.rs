@@ -1,12 +1,20 @@
 //! The Node object and the heartbeat: registration (create, or update keeping what the server
 //! owns such as `spec.unschedulable`), capacity and allocatable, system info, the Ready
-//! condition refreshed every 40 s, and the node Lease renewed every 10 s.
+//! condition refreshed every 40 s and written at once when it changes, and the node Lease
+//! renewed every 10 s.
+//!
+//! Ready means what it means to a kubelet: the node can run pods. Until its pod network is up
+//! (the controllers have given it a podCIDR, the bridge has its address and the routes to the
+//! other nodes' pods are in place) the node is `Ready=False` with reason `KubeletNotReady`, so
+//! nothing is scheduled to it and `local-cluster up`, which waits for Ready, returns a cluster
+//! whose pods can reach each other.
 //!
 //! Allocatable equals capacity: the agent reserves nothing for itself or the system, since it
 //! runs on machines it shares with nothing else the cluster schedules (kubelet's default
 //! reservations are zero too).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::client::{Api, Client, ClientError, Patch, PatchParams, PostParams};
@@ -15,6 +23,9 @@ use api::core::{Namespace, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints
 use api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use api::meta::{MicroTime, ObjectMeta, Time};
 use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::network::NodeNetwork;
 
 /// The kubelet version the node reports.
 pub const KUBELET_VERSION: &str = "v1.33.0-flotilla";
@@ -115,8 +126,47 @@ pub fn node_labels(config: &NodeConfig) -> BTreeMap<String, String> {
     labels
 }
 
-/// The status the agent reports; `ready_since` is kept as the Ready condition's transition time.
-pub fn node_status(config: &NodeConfig, capacity: &Capacity, now: Timestamp, ready_since: Timestamp) -> NodeStatus {
+/// The Ready condition's state: whether the node can run pods, and since when that holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub since: Timestamp,
+}
+
+impl Readiness {
+    /// Moves to `ready` at `now`, keeping the transition time when nothing changed.
+    pub fn set(&mut self, ready: bool, now: Timestamp) -> bool {
+        let changed = self.ready != ready;
+        if changed {
+            *self = Readiness { ready, since: now };
+        }
+        changed
+    }
+}
+
+fn ready_condition(readiness: Readiness, now: Timestamp) -> NodeCondition {
+    let (status, reason, message) = if readiness.ready {
+        ("True", "KubeletReady", "flotilla node agent is posting ready status")
+    } else {
+        (
+            "False",
+            "KubeletNotReady",
+            "the pod network is not up yet: waiting for the node's spec.podCIDR (the controllers allocate it), \
+             then the bridge and the routes to other nodes' pods",
+        )
+    };
+    NodeCondition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(Time(seconds(now))),
+        last_transition_time: Some(Time(seconds(readiness.since))),
+    }
+}
+
+/// The status the agent reports.
+pub fn node_status(config: &NodeConfig, capacity: &Capacity, now: Timestamp, readiness: Readiness) -> NodeStatus {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let os_image = std::fs::read_to_string("/etc/os-release").ok().and_then(|t| parse_os_release(&t)).unwrap_or_else(|| "Linux".to_string());
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
@@ -129,14 +179,7 @@ pub fn node_status(config: &NodeConfig, capacity: &Capacity, now: Timestamp, rea
         ]),
         allocatable: Some(resources.clone()),
         capacity: Some(resources),
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            reason: Some("KubeletReady".into()),
-            message: Some("flotilla node agent is posting ready status".into()),
-            last_heartbeat_time: Some(Time(seconds(now))),
-            last_transition_time: Some(Time(seconds(ready_since))),
-        }]),
+        conditions: Some(vec![ready_condition(readiness, now)]),
         daemon_endpoints: Some(NodeDaemonEndpoints { kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(config.port) }) }),
         node_info: Some(NodeSystemInfo {
             architecture: "amd64".into(),
@@ -162,12 +205,12 @@ pub fn seconds(t: Timestamp) -> Timestamp {
 }
 
 /// Creates the Node, or updates the labels and status of an existing one (leaving its spec, such
-/// as `unschedulable` set by `ctl cordon`, as the server has it).
-pub async fn register(client: &Client, config: &NodeConfig, capacity: &Capacity) -> Result<(), NodeError> {
+/// as `unschedulable` set by `ctl cordon`, as the server has it), with the Ready condition of
+/// `readiness`.
+pub async fn register(client: &Client, config: &NodeConfig, capacity: &Capacity, readiness: Readiness) -> Result<(), NodeError> {
     let api: Api<Node> = Api::all(client.clone());
     let err = |source| NodeError::Register { name: config.name.clone(), source };
-    let now = Timestamp::now();
-    let status = node_status(config, capacity, now, now);
+    let status = node_status(config, capacity, Timestamp::now(), readiness);
     let node = Node {
         metadata: ObjectMeta { name: Some(config.name.clone()), labels: Some(node_labels(config)), ..Default::default() },
         spec: None,
@@ -241,27 +284,46 @@ pub async fn renew_lease(client: &Client, name: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Renews the Lease every 10 s and refreshes the status every 40 s, forever; failures are logged
-/// and retried at the next tick.
-pub async fn heartbeat(client: Client, config: NodeConfig, capacity: Capacity) {
-    let ready_since = Timestamp::now();
+/// Renews the Lease every 10 s, refreshes the status every 40 s and writes it at once when the
+/// pod network comes up (`network` gets its value), forever; failures are logged and retried at
+/// the next tick. `readiness` is what [`register`] wrote.
+pub async fn heartbeat(
+    client: Client,
+    config: NodeConfig,
+    capacity: Capacity,
+    mut readiness: Readiness,
+    mut network: watch::Receiver<Option<Arc<NodeNetwork>>>,
+) {
     let mut lease_tick = tokio::time::interval(LEASE_RENEW);
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    network.mark_changed();
+    let mut watching = true;
     loop {
         tokio::select! {
             _ = lease_tick.tick() => {
                 if let Err(e) = renew_lease(&client, &config.name).await {
                     tracing::warn!(error = %e, "lease renewal failed; retrying in 10 s");
                 }
+                continue;
             }
-            _ = status_tick.tick() => {
-                let status = node_status(&config, &capacity, Timestamp::now(), ready_since);
-                if let Err(e) = write_status(&client, &config.name, &status).await {
-                    tracing::warn!(error = %e, "node status update failed; retrying in 40 s");
+            _ = status_tick.tick() => {}
+            changed = network.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
                 }
+                let up = network.borrow_and_update().is_some();
+                if !readiness.set(up, Timestamp::now()) {
+                    continue;
+                }
+                tracing::info!(ready = up, "the node's Ready condition changed");
             }
+        }
+        let status = node_status(&config, &capacity, Timestamp::now(), readiness);
+        if let Err(e) = write_status(&client, &config.name, &status).await {
+            tracing::warn!(error = %e, "node status update failed; retrying in 40 s");
         }
     }
 }
@@ -306,7 +368,7 @@ mod tests {
     #[test]
     fn status_has_addresses_endpoint_and_ready() {
         let now = Timestamp::from_second(1_700_000_000).expect("ts");
-        let s = node_status(&config(), &detect_capacity(&config()), now, now);
+        let s = node_status(&config(), &detect_capacity(&config()), now, Readiness { ready: true, since: now });
         let addresses = s.addresses.expect("addresses");
         assert_eq!(addresses[0].type_, "InternalIP");
         assert_eq!(addresses[0].address, "10.0.0.5");
@@ -318,5 +380,23 @@ mod tests {
         let labels = node_labels(&config());
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels["zone"], "a");
+    }
+
+    #[test]
+    fn not_ready_until_the_network_is_up_and_the_transition_time_moves_only_on_change() {
+        let t0 = Timestamp::from_second(1_700_000_000).expect("ts");
+        let t1 = Timestamp::from_second(1_700_000_060).expect("ts");
+        let mut readiness = Readiness { ready: false, since: t0 };
+        let s = node_status(&config(), &detect_capacity(&config()), t0, readiness);
+        let ready = &s.conditions.expect("conditions")[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("KubeletNotReady")));
+        assert!(ready.message.as_deref().is_some_and(|m| m.contains("podCIDR")), "{ready:?}");
+        assert!(!readiness.set(false, t1), "no change, no transition");
+        assert_eq!(readiness.since, t0);
+        assert!(readiness.set(true, t1));
+        let s = node_status(&config(), &detect_capacity(&config()), t1, readiness);
+        let ready = &s.conditions.expect("conditions")[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("True", Some("KubeletReady")));
+        assert_eq!(ready.last_transition_time.as_ref().map(|t| t.0), Some(t1));
     }
 }

@@ -128,14 +128,25 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
 
     let client = Client::new(Config::from_kubeconfig(&cluster.kubeconfig(), None).expect("kubeconfig")).expect("client");
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = wait_for("the node to register", Duration::from_secs(60), async || nodes.get_opt(&node_name).await.ok().flatten()).await;
-    let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().any(|c| c.type_ == "Ready" && c.status == "True");
-    assert!(ready, "node is not Ready; agent log:\n{}", show_log());
+    let ready_of = |node: &Node| {
+        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready").cloned())
+    };
+    let not_ready = wait_for("the node to register with its status", Duration::from_secs(60), async || {
+        ready_of(&nodes.get_opt(&node_name).await.ok().flatten()?)
+    })
+    .await;
+    // Without a podCIDR there is no pod network: the node says so and is not Ready.
+    assert_eq!((not_ready.status.as_str(), not_ready.reason.as_deref()), ("False", Some("KubeletNotReady")), "agent log:\n{}", show_log());
     // Pods wait for the node's podCIDR, which the controllers (not running here) would allocate.
     let third = 200 + rand::random::<u8>() % 50;
     let cidr = format!("10.244.{third}.0/24");
     let patch = serde_json::json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
     nodes.patch(&node_name, &Default::default(), &api::client::Patch::Merge(patch)).await.expect("set the podCIDR");
+    wait_for("the node to be Ready once its network is up", Duration::from_secs(30), async || {
+        let node = nodes.get_opt(&node_name).await.ok().flatten()?;
+        (ready_of(&node)?.status == "True").then_some(())
+    })
+    .await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({

@@ -240,8 +240,9 @@ impl NodeNetwork {
     }
 }
 
-/// Waits for the Node's podCIDR, sets the network up (retrying with back-off), publishes it in
-/// `slot` for the pod workers, then keeps the routes to other nodes.
+/// Waits for the Node's podCIDR, sets the network up (retrying with back-off), routes to the
+/// pods of the nodes known now, publishes the network in `slot` (for the pod workers, and the
+/// heartbeat, which then reports the node Ready), then keeps the routes to other nodes.
 pub async fn run(client: Client, node_name: String, node_ip: String, dirs: StateDirs, slot: watch::Sender<Option<Arc<NodeNetwork>>>) {
     let pod_cidr = wait_for_pod_cidr(&client, &node_name).await;
     let config = NetworkConfig { client, node_name, node_ip: node_ip.parse().ok(), pod_cidr, dirs };
@@ -256,6 +257,7 @@ pub async fn run(client: Client, node_name: String, node_ip: String, dirs: State
             }
         }
     };
+    routes::sync_now(&network).await;
     slot.send_replace(Some(network.clone()));
     start_services(&network);
     routes::run(network).await;

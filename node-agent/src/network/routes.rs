@@ -3,23 +3,30 @@
 //! InternalIP differs from ours: agents that share one network namespace (a single-machine
 //! cluster, every node at 127.0.0.1) reach each other's bridges through connected routes.
 //!
-//! Level-triggered: every few seconds the Nodes are listed and [`plan`] compares the routes
-//! they call for with the gateway routes into the cluster CIDR that exist; only those are ours
-//! to remove, so routes of nodes that went away are removed and nothing else is touched.
+//! Level-triggered, with a watch for speed: the Nodes are watched, and whenever the peers
+//! (name, InternalIP, podCIDR) change, and again every [`RESYNC`] in case someone changed the
+//! routes by hand, [`plan`] compares the routes they call for with the gateway routes into the
+//! cluster CIDR that exist; only those are ours to remove, so routes of nodes that went away are
+//! removed and nothing else is touched. The watch matters: a node's first pods start about a
+//! second after it gets its podCIDR, and a poll every few seconds left the other machines without
+//! a route to them for that long (a Service's endpoint on that node timed out from elsewhere).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::client::watcher::{watcher, Event};
 use api::client::{Api, ListParams};
 use api::core::Node;
+use futures::StreamExt as _;
 use runtime::network::ipam::Ipv4Net;
 use runtime::network::link::Route;
 
 use super::NodeNetwork;
 
-/// How often the Nodes are listed.
-pub const INTERVAL: Duration = Duration::from_secs(5);
+/// How often the routes are compared with the Nodes even when no Node changed.
+pub const RESYNC: Duration = Duration::from_secs(30);
 
 /// What [`plan`] needs of a Node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,19 +79,68 @@ pub fn peers(nodes: &[Node], ours: &str) -> Vec<Peer> {
         .collect()
 }
 
+/// Routes to the pods of the Nodes that exist now, once, so that a node reporting Ready already
+/// reaches them; a failure is logged and left to [`run`].
+pub async fn sync_now(network: &NodeNetwork) {
+    match Api::<Node>::all(network.client.clone()).list(&ListParams::default()).await {
+        Ok(list) => {
+            if let Err(e) = sync(network, &peers(&list.items, &network.node_name)).await {
+                tracing::warn!(error = %e, "cannot add the routes to other nodes' pods yet; retrying");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the nodes for pod routes yet; retrying"),
+    }
+}
+
 /// Keeps the routes in line with the Nodes, forever.
 pub async fn run(network: Arc<NodeNetwork>) {
-    let api: Api<Node> = Api::all(network.client.clone());
+    let mut events = watcher(Api::<Node>::all(network.client.clone()), ListParams::default());
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut listed = false;
+    // The peers the routes were last made for; None makes the next turn sync.
+    let mut synced: Option<Vec<Peer>> = None;
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                if let Err(e) = sync(&network, &peers(&list.items, &network.node_name)).await {
-                    tracing::warn!(error = %e, "cannot update the routes to other nodes' pods; retrying");
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Event::Restarted(items))) => {
+                    nodes = items.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
+                    listed = true;
                 }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot list nodes for pod routes; retrying"),
+                Some(Ok(Event::Applied(node))) => {
+                    nodes.insert(node.metadata.name.clone().unwrap_or_default(), node);
+                }
+                Some(Ok(Event::Deleted(node))) => {
+                    nodes.remove(node.metadata.name.as_deref().unwrap_or_default());
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "node watch for pod routes interrupted; the watcher resumes");
+                    continue;
+                }
+                None => return,
+            },
+            _ = resync.tick() => synced = None,
+            _ = retry.tick(), if synced.is_none() => {}
         }
-        tokio::time::sleep(INTERVAL).await;
+        // Until the first complete list, nodes that exist would look gone.
+        if !listed {
+            continue;
+        }
+        let all: Vec<Node> = nodes.values().cloned().collect();
+        let wanted = peers(&all, &network.node_name);
+        if synced.as_ref() == Some(&wanted) {
+            continue;
+        }
+        match sync(&network, &wanted).await {
+            Ok(()) => synced = Some(wanted),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot update the routes to other nodes' pods; retrying");
+                synced = None;
+            }
+        }
     }
 }
 
