@@ -489,16 +489,17 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, rules: PodRules, errs: &m
     for (i, c) in init.iter().enumerate() {
         let p = format!("{path}.initContainers[{i}]");
         validate_container(c, &p, &volumes, &mut names, &mut port_names, errs);
+        validate_init_container_lifecycle(c, &p, errs);
     }
     for (i, c) in spec.containers.iter().enumerate() {
-        validate_container(
-            c,
-            &format!("{cpath}[{i}]"),
-            &volumes,
-            &mut names,
-            &mut port_names,
-            errs,
-        );
+        let p = format!("{cpath}[{i}]");
+        validate_container(c, &p, &volumes, &mut names, &mut port_names, errs);
+        if c.restart_policy.is_some() {
+            errs.forbidden(
+                &format!("{p}.restartPolicy"),
+                "may not be set for non-init containers",
+            );
+        }
     }
 
     let rp = format!("{path}.restartPolicy");
@@ -557,6 +558,30 @@ fn validate_pod_spec(spec: &core::PodSpec, path: &str, rules: PodRules, errs: &m
     }
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
         validate_toleration(t, &format!("{path}.tolerations[{i}]"), errs);
+    }
+}
+
+/// An init container's `restartPolicy` may only be `Always` (a sidecar, which runs beside the
+/// pod's containers); probes are for sidecars only, since a plain init container runs to its end.
+fn validate_init_container_lifecycle(c: &core::Container, p: &str, errs: &mut Errors) {
+    match c.restart_policy.as_deref() {
+        None | Some("Always") => {}
+        Some(other) => errs.not_supported(&format!("{p}.restartPolicy"), other, &["Always"]),
+    }
+    if c.restart_policy.is_none() {
+        let probes = [
+            ("livenessProbe", c.liveness_probe.is_some()),
+            ("readinessProbe", c.readiness_probe.is_some()),
+            ("startupProbe", c.startup_probe.is_some()),
+        ];
+        for (field, set) in probes {
+            if set {
+                errs.forbidden(
+                    &format!("{p}.{field}"),
+                    "may not be set for init containers without restartPolicy=Always",
+                );
+            }
+        }
     }
 }
 
