@@ -107,26 +107,31 @@ impl PodInfo {
             let (cpu, memory) = container_requests(container);
             requests.milli_cpu = requests.milli_cpu.saturating_add(cpu);
             requests.memory = requests.memory.saturating_add(memory);
-            for port in container.ports.iter().flatten() {
-                if let Some(host_port) = port.host_port.filter(|p| *p > 0) {
-                    host_ports.push(HostPort {
-                        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
-                        host_ip: port
-                            .host_ip
-                            .clone()
-                            .filter(|ip| !ip.is_empty())
-                            .unwrap_or_else(|| "0.0.0.0".to_string()),
-                        port: host_port,
-                    });
-                }
-            }
+            host_ports.extend(host_ports_of(container));
         }
-        // Init containers run one at a time before the others: the pod needs the largest of them.
+        // Init containers run one at a time before the others, each beside the sidecars
+        // (restartPolicy Always) started before it; sidecars then keep running beside the pod's
+        // containers. The pod needs the larger of the two peaks (Kubernetes' PodRequests).
+        let (mut sidecar_cpu, mut sidecar_memory) = (0i64, 0i64);
+        let (mut init_cpu, mut init_memory) = (0i64, 0i64);
         for container in spec.init_containers.iter().flatten() {
             let (cpu, memory) = container_requests(container);
-            requests.milli_cpu = requests.milli_cpu.max(cpu);
-            requests.memory = requests.memory.max(memory);
+            let sidecar = container.restart_policy.as_deref() == Some("Always");
+            if sidecar {
+                sidecar_cpu = sidecar_cpu.saturating_add(cpu);
+                sidecar_memory = sidecar_memory.saturating_add(memory);
+                host_ports.extend(host_ports_of(container));
+            }
+            let (peak_cpu, peak_memory) = if sidecar {
+                (sidecar_cpu, sidecar_memory)
+            } else {
+                (cpu.saturating_add(sidecar_cpu), memory.saturating_add(sidecar_memory))
+            };
+            init_cpu = init_cpu.max(peak_cpu);
+            init_memory = init_memory.max(peak_memory);
         }
+        requests.milli_cpu = requests.milli_cpu.saturating_add(sidecar_cpu).max(init_cpu);
+        requests.memory = requests.memory.saturating_add(sidecar_memory).max(init_memory);
         if let Some(overhead) = &spec.overhead {
             if let Some(q) = overhead.get("cpu") {
                 requests.milli_cpu += parse_quantity_milli(&q.0).unwrap_or(0).max(0);
@@ -463,6 +468,18 @@ pub fn is_terminated(pod: &Pod) -> bool {
     )
 }
 
+/// The hostPorts a container asks for.
+fn host_ports_of(container: &Container) -> impl Iterator<Item = HostPort> + '_ {
+    container.ports.iter().flatten().filter_map(|port| {
+        let host_port = port.host_port.filter(|p| *p > 0)?;
+        Some(HostPort {
+            protocol: port.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
+            host_ip: port.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".to_string()),
+            port: host_port,
+        })
+    })
+}
+
 /// A container's cpu (millicores) and memory (bytes) requests; a limit without a request counts
 /// as the request, as Kubernetes' defaulting makes it.
 fn container_requests(container: &Container) -> (i64, i64) {
@@ -524,6 +541,32 @@ mod tests {
                 pods: 1
             }
         );
+    }
+
+    #[test]
+    fn sidecars_add_to_the_running_pod_and_to_every_later_init_container() {
+        let c = |name: &str, cpu: &str, sidecar: bool| {
+            let mut c = json!({"name": name, "image": "i", "resources": {"requests": {"cpu": cpu, "memory": "1Mi"}}});
+            if sidecar {
+                c["restartPolicy"] = json!("Always");
+                c["ports"] = json!([{"containerPort": 9000, "hostPort": 9000}]);
+            }
+            c
+        };
+        let requests = |inits: Vec<serde_json::Value>| {
+            let p = pod_from(json!({
+                "metadata": {"name": "p", "namespace": "ns"},
+                "spec": {"containers": [c("app", "100m", false)], "initContainers": inits},
+            }));
+            let info = PodInfo::from_pod(&p);
+            (info.requests.milli_cpu, info.requests.memory >> 20, info.host_ports.len())
+        };
+        // running: app 100m + sidecar 200m; the init after the sidecar peaks at 200m + 500m
+        assert_eq!(requests(vec![c("side", "200m", true), c("init", "500m", false)]), (700, 2, 1));
+        // an init before the sidecar runs alone: the running pod is the larger
+        assert_eq!(requests(vec![c("init", "250m", false), c("side", "200m", true)]), (300, 2, 1));
+        // no sidecar: the largest init container against the containers, as before
+        assert_eq!(requests(vec![c("init", "50m", false)]), (100, 1, 0));
     }
 
     #[test]
