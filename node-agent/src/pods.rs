@@ -6,6 +6,14 @@
 //! graceful deletion it stops the containers within the grace period and deletes the pod object;
 //! when the pod is gone it removes whatever is left.
 //!
+//! Sidecars (init containers with `restartPolicy: Always`, Kubernetes' native sidecars) take
+//! their turn among the init containers but are not waited for to exit: once one has started
+//! (its startup probe passed, if it has one) the next init container runs. They keep running
+//! beside the pod's containers, restarted whatever the pod's restartPolicy, with probes, and
+//! their readiness counts for the pod's. They are stopped after the pod's own containers, last
+//! first: on deletion with what remains of the grace period, and in a pod whose containers have
+//! all ended for good (restartPolicy Never or OnFailure) as soon as they have.
+//!
 //! What the worker knows is recorded in `D/pods/<uid>/state.json` before each container starts,
 //! so a restarted agent adopts the running containers (same processes, same restart count)
 //! instead of starting them again.
@@ -143,6 +151,36 @@ pub fn backoff_delay(level: u32) -> Duration {
 pub fn init_restart_policy(policy: &str) -> &'static str {
     if policy == "Never" { "Never" } else { "OnFailure" }
 }
+
+/// Whether an init container is a sidecar: `restartPolicy: Always`.
+pub fn is_sidecar(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
+}
+
+/// The restart policy a container runs under: a sidecar's own, an init container's derived from
+/// the pod's, or the pod's.
+fn restart_policy_of(pod: &Pod, container: &Container, init: bool) -> String {
+    let pod_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".to_string());
+    match (init, is_sidecar(container)) {
+        (true, true) => "Always".to_string(),
+        (true, false) => init_restart_policy(&pod_policy).to_string(),
+        (false, _) => pod_policy,
+    }
+}
+
+/// The order in which a pod's containers are stopped: everything but the sidecars at once, then
+/// the sidecars one by one, last first. `ids` are (container name, runtime id); `sidecars` the
+/// sidecars' names in the order of `spec.initContainers`.
+pub fn stop_order(ids: Vec<(String, String)>, sidecars: &[String]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let (mut later, first): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(name, _)| sidecars.contains(name));
+    let position = |name: &str| sidecars.iter().position(|s| s == name).unwrap_or(0);
+    later.sort_by_key(|(name, _)| std::cmp::Reverse(position(name)));
+    (first, later)
+}
+
+/// The least grace period a sidecar is stopped with when the pod's containers used up the rest
+/// (kubelet's minimum).
+pub const MIN_SIDECAR_GRACE_SECONDS: u64 = 2;
 
 /// Whether a container that ended with `exit_code` is started again under `policy`.
 pub fn should_restart(policy: &str, exit_code: i32) -> bool {
@@ -366,12 +404,20 @@ impl Worker {
         }
         if self.prepare(pod).await {
             let inits = pod.spec.as_ref().and_then(|s| s.init_containers.clone()).unwrap_or_default();
+            let sidecars: Vec<Container> = inits.iter().filter(|c| is_sidecar(c)).cloned().collect();
             let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-            if self.sync_init_containers(pod, &inits).await {
+            let initialized = self.sync_init_containers(pod, &inits).await;
+            self.run_probes(pod, &sidecars, true).await;
+            if initialized {
                 for container in &containers {
-                    self.sync_container(pod, container, false).await;
+                    let policy = restart_policy_of(pod, container, false);
+                    self.sync_container(pod, container, false, &policy).await;
                 }
-                self.run_probes(pod, &containers).await;
+                self.run_probes(pod, &containers, false).await;
+                let ended = !containers.is_empty() && containers.iter().all(|c| self.record.containers.get(&c.name).is_some_and(|r| r.done));
+                if ended {
+                    self.stop_sidecars(pod, &sidecars).await;
+                }
             } else {
                 for container in &containers {
                     self.waiting.insert(container.name.clone(), ("PodInitializing".to_string(), None));
@@ -454,13 +500,24 @@ impl Worker {
         true
     }
 
-    /// Runs the init containers in order, each to completion; true once all have completed.
+    /// Runs the init containers in order, each to completion, a sidecar until it has started;
+    /// true once all have (or once one of the pod's own containers has run: from then on only
+    /// the sidecars are kept running).
     async fn sync_init_containers(&mut self, pod: &Pod, inits: &[Container]) -> bool {
+        let initialized = self.record.containers.values().any(|r| r.id.is_some() || r.last.is_some());
         for init in inits {
-            if self.record.init_containers.get(&init.name).is_some_and(ContainerRecord::completed) {
+            let policy = restart_policy_of(pod, init, true);
+            if is_sidecar(init) {
+                self.sync_container(pod, init, true, &policy).await;
+                if !initialized && !self.sidecar_started(&init.name) {
+                    return false;
+                }
                 continue;
             }
-            self.sync_container(pod, init, true).await;
+            if initialized || self.record.init_containers.get(&init.name).is_some_and(ContainerRecord::completed) {
+                continue;
+            }
+            self.sync_container(pod, init, true, &policy).await;
             if !self.record.init_containers.get(&init.name).is_some_and(ContainerRecord::completed) {
                 // running, waiting for its back-off, or failed for good (restartPolicy Never)
                 return false;
@@ -469,15 +526,65 @@ impl Worker {
         true
     }
 
+    /// Whether a sidecar runs and its startup probe, if any, has passed.
+    fn sidecar_started(&self, name: &str) -> bool {
+        let (running, started, _) = self.probed_state(name, self.record.init_containers.get(name));
+        running && started
+    }
+
+    /// A probed container's (running, started, ready): running once it is up and its probers
+    /// exist, started once its startup probe passed, ready once its readiness probe did too.
+    fn probed_state(&self, name: &str, rec: Option<&ContainerRecord>) -> (bool, bool, bool) {
+        let probes = self.probes.get(name);
+        let running = rec.is_some_and(|r| r.id.is_some()) && !self.waiting.contains_key(name) && probes.is_some();
+        let started = running && probes.is_some_and(|p| p.startup.as_ref().is_none_or(|s| s.state() == ProbeState::Success));
+        let ready = started && probes.is_some_and(|p| p.readiness.as_ref().is_none_or(|r| r.state() == ProbeState::Success));
+        (running, started, ready)
+    }
+
+    /// Stops the pod's sidecars, last first, once its own containers have all ended for good,
+    /// and records them as ended so that they are not restarted.
+    async fn stop_sidecars(&mut self, pod: &Pod, sidecars: &[Container]) {
+        for sidecar in sidecars.iter().rev() {
+            let name = &sidecar.name;
+            let Some(rec) = self.record.init_containers.get(name) else { continue };
+            if rec.done {
+                continue;
+            }
+            match rec.id.clone() {
+                Some(id) => {
+                    self.probes.remove(name);
+                    self.ctx.recorder.pod(pod, Some(name), EventType::Normal, "Killing", &format!("Stopping container {name}"));
+                    let (runtime, grace) = (self.ctx.runtime.clone(), grace_seconds(pod));
+                    let stopped = tokio::task::spawn_blocking(move || runtime.stop(&id, Some(grace))).await;
+                    if let Ok(Err(e)) = stopped {
+                        tracing::warn!(error = %e, container = %name, "cannot stop a sidecar");
+                    }
+                    // Finds it ended and, under Never, records it done.
+                    self.sync_container(pod, sidecar, true, "Never").await;
+                }
+                None => {
+                    // Waiting for its back-off: it is not started again.
+                    if let Some(rec) = self.record.init_containers.get_mut(name) {
+                        rec.done = true;
+                        rec.restart_after = None;
+                    }
+                    self.waiting.remove(name);
+                }
+            }
+        }
+    }
+
     /// The records of init containers (`init`) or of the pod's containers.
     fn records(&mut self, init: bool) -> &mut BTreeMap<String, ContainerRecord> {
         if init { &mut self.record.init_containers } else { &mut self.record.containers }
     }
 
-    async fn sync_container(&mut self, pod: &Pod, container: &Container, init: bool) {
+    /// Brings one container in line with its restart `policy`: adopts it while it runs, records
+    /// its end, restarts it after its back-off, or leaves it ended.
+    async fn sync_container(&mut self, pod: &Pod, container: &Container, init: bool, policy: &str) {
         let name = container.name.clone();
-        let pod_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".to_string());
-        let policy = if init { init_restart_policy(&pod_policy).to_string() } else { pod_policy };
+        let probed = !init || is_sidecar(container);
         let mut rec = self.records(init).get(&name).cloned().unwrap_or_default();
 
         if let Some(id) = rec.id.clone() {
@@ -488,7 +595,7 @@ impl Worker {
                 Ok(Ok(st)) if st.status == Status::Running => {
                     rec.image_id = st.image.clone();
                     self.waiting.remove(&name);
-                    if !init && !self.probes.contains_key(&name) {
+                    if probed && !self.probes.contains_key(&name) {
                         let probes = new_probes(container, self.ctx.runtime.root(), Some(&st.image));
                         self.probes.insert(name.clone(), probes);
                     }
@@ -532,7 +639,7 @@ impl Worker {
                     if ran >= BACKOFF_RESET.as_secs() as i64 {
                         rec.backoff_level = 0;
                     }
-                    if should_restart(&policy, ended.exit_code) {
+                    if should_restart(policy, ended.exit_code) {
                         let delay = backoff_delay(rec.backoff_level);
                         rec.restart_after = Some(Timestamp::now() + delay);
                         rec.backoff_level = rec.backoff_level.saturating_add(1);
@@ -654,7 +761,7 @@ impl Worker {
                     }
                 }
                 self.waiting.remove(&name);
-                if !init {
+                if !init || is_sidecar(container) {
                     let probes = new_probes(container, self.ctx.runtime.root(), image_id.as_deref());
                     self.probes.insert(name.clone(), probes);
                 }
@@ -716,11 +823,13 @@ impl Worker {
         }
     }
 
-    async fn run_probes(&mut self, pod: &Pod, containers: &[Container]) {
+    /// Runs the probes that are due of `containers` (init containers, that is sidecars, when
+    /// `init`); a failed liveness or startup probe stops the container for its restart.
+    async fn run_probes(&mut self, pod: &Pod, containers: &[Container], init: bool) {
         let now = Instant::now();
         for container in containers {
             let name = &container.name;
-            let Some(id) = self.record.containers.get(name).and_then(|r| r.id.clone()) else { continue };
+            let Some(id) = self.records(init).get(name).and_then(|r| r.id.clone()) else { continue };
             let Some(netns) = self.netns.clone() else { continue };
             let Some(probes) = self.probes.get_mut(name) else { continue };
             let target = ProbeTarget { netns, runtime_root: self.ctx.runtime.root().to_path_buf(), container_id: id.clone() };
@@ -774,6 +883,10 @@ impl Worker {
             .iter()
             .map(|c| {
                 let rec = self.record.init_containers.get(&c.name).cloned().unwrap_or_default();
+                if is_sidecar(c) {
+                    let (running, started, ready) = self.probed_state(&c.name, Some(&rec));
+                    return ContainerView { sidecar: true, ..self.container_view(c, rec, running, "PodInitializing", ready, started) };
+                }
                 let running = rec.id.is_some() && !self.waiting.contains_key(&c.name);
                 // a completed init container counts as ready, as kubelet reports it
                 let ready = rec.completed();
@@ -785,10 +898,7 @@ impl Worker {
             .iter()
             .map(|c| {
                 let rec = self.record.containers.get(&c.name).cloned().unwrap_or_default();
-                let probes = self.probes.get(&c.name);
-                let running = rec.id.is_some() && !self.waiting.contains_key(&c.name) && probes.is_some();
-                let started = running && probes.is_some_and(|p| p.startup.as_ref().is_none_or(|s| s.state() == ProbeState::Success));
-                let ready = started && probes.is_some_and(|p| p.readiness.as_ref().is_none_or(|r| r.state() == ProbeState::Success));
+                let (running, started, ready) = self.probed_state(&c.name, Some(&rec));
                 self.container_view(c, rec, running, "ContainerCreating", ready, started)
             })
             .collect();
@@ -832,6 +942,7 @@ impl Worker {
             restart_count: rec.restart_count,
             ready,
             started,
+            sidecar: false,
         }
     }
 
@@ -900,8 +1011,32 @@ impl Worker {
         }
     }
 
+    /// Stops (within `grace` seconds) and removes one container of the pod, on the blocking pool;
+    /// with `pod`, the stop of a recorded container is reported with a Killing event.
+    fn stop_and_remove(&self, pod: Option<&Pod>, name: String, id: String, grace: u64) -> tokio::task::JoinHandle<()> {
+        if let Some(pod) = pod {
+            let recorded = self.record.containers.get(&name).or_else(|| self.record.init_containers.get(&name));
+            if recorded.and_then(|r| r.id.as_deref()) == Some(id.as_str()) {
+                self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Killing", &format!("Stopping container {name}"));
+            }
+        }
+        let runtime = self.ctx.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = runtime.stop(&id, Some(grace)) {
+                if !matches!(e, ContainerError::NotFound(_)) {
+                    tracing::warn!(error = %e, id, "cannot stop a container");
+                }
+            }
+            if let Err(e) = runtime.remove(&id, true) {
+                if !matches!(e, ContainerError::NotFound(_)) {
+                    tracing::warn!(error = %e, id, "cannot remove a container");
+                }
+            }
+        })
+    }
+
     /// Stops and removes every container of the pod (those recorded and any other with its uid
-    /// in the name), its volumes, sandbox and state directory.
+    /// in the name), sidecars last, its volumes, sandbox and state directory.
     async fn teardown(&mut self, grace: u64, pod: Option<&Pod>) {
         self.load();
         let runtime = self.ctx.runtime.clone();
@@ -921,29 +1056,24 @@ impl Worker {
                 }
             }
         }
+        let sidecars: Vec<String> = pod
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.init_containers.as_ref())
+            .map(|inits| inits.iter().filter(|c| is_sidecar(c)).map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let (first, last) = stop_order(ids, &sidecars);
+        let began = Instant::now();
         let mut stops = Vec::new();
-        for (name, id) in ids {
-            if let Some(pod) = pod {
-                if self.record.containers.get(&name).and_then(|r| r.id.as_deref()) == Some(id.as_str()) {
-                    self.ctx.recorder.pod(pod, Some(&name), EventType::Normal, "Killing", &format!("Stopping container {name}"));
-                }
-            }
-            let runtime = runtime.clone();
-            stops.push(tokio::task::spawn_blocking(move || {
-                if let Err(e) = runtime.stop(&id, Some(grace)) {
-                    if !matches!(e, ContainerError::NotFound(_)) {
-                        tracing::warn!(error = %e, id, "cannot stop a container");
-                    }
-                }
-                if let Err(e) = runtime.remove(&id, true) {
-                    if !matches!(e, ContainerError::NotFound(_)) {
-                        tracing::warn!(error = %e, id, "cannot remove a container");
-                    }
-                }
-            }));
+        for (name, id) in first {
+            stops.push(self.stop_and_remove(pod, name, id, grace));
         }
         for stop in stops {
             let _ = stop.await;
+        }
+        for (name, id) in last {
+            let left = grace.saturating_sub(began.elapsed().as_secs());
+            let grace = if grace == 0 { 0 } else { left.max(MIN_SIDECAR_GRACE_SECONDS).min(grace) };
+            let _ = self.stop_and_remove(pod, name, id, grace).await;
         }
         // Before the namespace goes: the veth, the hostPorts and the address. Without the
         // network up yet, the next complete pod list frees them (`release_missing`).
@@ -1018,6 +1148,32 @@ mod tests {
         assert_eq!(init_restart_policy("Never"), "Never");
         assert!(!should_restart(init_restart_policy("Always"), 0));
         assert!(should_restart(init_restart_policy("Always"), 1));
+    }
+
+    #[test]
+    fn sidecars_always_restart_and_stop_after_the_other_containers_last_first() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"restartPolicy": "Never",
+                     "initContainers": [{"name": "proxy", "restartPolicy": "Always"}, {"name": "setup"}],
+                     "containers": [{"name": "app"}]}
+        }))
+        .expect("pod");
+        let spec = pod.spec.as_ref().expect("spec");
+        let inits = spec.init_containers.as_ref().expect("inits");
+        assert!(is_sidecar(&inits[0]) && !is_sidecar(&inits[1]));
+        assert_eq!(restart_policy_of(&pod, &inits[0], true), "Always");
+        assert_eq!(restart_policy_of(&pod, &inits[1], true), "Never");
+        assert_eq!(restart_policy_of(&pod, &spec.containers[0], false), "Never");
+
+        let pair = |n: &str, id: &str| (n.to_string(), id.to_string());
+        let ids = vec![pair("log", "1"), pair("app", "2"), pair("mesh", "3"), pair("log", "0"), pair("k8s_x_p_d_0a1b2c3d_0", "9")];
+        let sidecars = ["mesh".to_string(), "log".to_string()];
+        let (first, last) = stop_order(ids, &sidecars);
+        assert_eq!(first, vec![pair("app", "2"), pair("k8s_x_p_d_0a1b2c3d_0", "9")]);
+        assert_eq!(last, vec![pair("log", "1"), pair("log", "0"), pair("mesh", "3")], "the last sidecar stops first");
+        let (first, last) = stop_order(vec![pair("app", "2")], &[]);
+        assert_eq!((first.len(), last.len()), (1, 0));
     }
 
     #[test]

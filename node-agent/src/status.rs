@@ -51,6 +51,8 @@ pub struct ContainerView {
     pub restart_count: i32,
     pub ready: bool,
     pub started: bool,
+    /// An init container with `restartPolicy: Always`: it runs beside the pod's containers.
+    pub sidecar: bool,
 }
 
 /// What the agent knows about the pod.
@@ -111,19 +113,27 @@ pub fn pod_phase(restart_policy: &str, containers: &[ContainerView]) -> &'static
 }
 
 /// The phase while init containers have not all completed, as kubelet's getPhase decides it:
-/// Failed once one failed for good (restartPolicy Never), else Pending.
+/// Failed once a plain one failed for good (restartPolicy Never), else Pending. Sidecars always
+/// restart, so they never fail the pod.
 pub fn init_phase(restart_policy: &str, init_containers: &[ContainerView]) -> &'static str {
-    let failed = init_containers.iter().any(|c| matches!(&c.state, Observed::Terminated(t) if t.exit_code != 0));
+    let failed = init_containers.iter().any(|c| !c.sidecar && matches!(&c.state, Observed::Terminated(t) if t.exit_code != 0));
     if failed && restart_policy == "Never" { "Failed" } else { "Pending" }
 }
 
-/// The names of the init containers that have not completed (exited 0), in order.
+/// The names of the init containers that hold the pod's initialization up, in order: a plain
+/// one until it exited 0, a sidecar until it has started (its startup probe, if any, passed).
 pub fn incomplete_init_containers(init_containers: &[ContainerView]) -> Vec<&str> {
     init_containers
         .iter()
-        .filter(|c| !matches!(&c.state, Observed::Terminated(t) if t.exit_code == 0))
+        .filter(|c| if c.sidecar { !c.started } else { !matches!(&c.state, Observed::Terminated(t) if t.exit_code == 0) })
         .map(|c| c.name.as_str())
         .collect()
+}
+
+/// Whether one of the pod's own containers has run: from then on the pod stays initialized even
+/// when a sidecar restarts (kubelet's HasAnyRegularContainerStarted).
+pub fn any_container_started(containers: &[ContainerView]) -> bool {
+    containers.iter().any(|c| c.last.is_some() || !matches!(c.state, Observed::Waiting { .. }))
 }
 
 /// The container status the API shows.
@@ -173,13 +183,15 @@ pub fn compute_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     let current = pod.status.as_ref();
     let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
     let incomplete = incomplete_init_containers(&view.init_containers);
-    let initialized = incomplete.is_empty();
+    let initialized = incomplete.is_empty() || any_container_started(&view.containers);
     let mut phase =
         if initialized { pod_phase(restart_policy, &view.containers) } else { init_phase(restart_policy, &view.init_containers) };
     if let Some(old @ ("Succeeded" | "Failed")) = current.and_then(|s| s.phase.as_deref()) {
         phase = if old == "Succeeded" { "Succeeded" } else { "Failed" };
     }
-    let unready: Vec<&str> = view.containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    // Sidecars count for readiness too, listed first as kubelet lists them.
+    let sidecars = view.init_containers.iter().filter(|c| c.sidecar);
+    let unready: Vec<&str> = sidecars.chain(&view.containers).filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
     let all_ready = unready.is_empty() && !view.containers.is_empty();
     let (not_ready_reason, not_ready_message) = if phase == "Succeeded" || phase == "Failed" {
         (Some("PodCompleted".to_string()), None)
@@ -284,6 +296,7 @@ mod tests {
             restart_count: 0,
             ready,
             started: true,
+            sidecar: false,
         }
     }
 
@@ -416,11 +429,64 @@ mod tests {
         assert!(statuses.iter().all(|c| c.ready && c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some()));
 
         // a failed init container: Failed under Never, Pending (it is retried) otherwise
-        let failed = PodView { init_containers: vec![done("init-a", 1), waiting("init-b", "PodInitializing")], ..view };
+        let failed = PodView {
+            init_containers: vec![done("init-a", 1), waiting("init-b", "PodInitializing")],
+            containers: vec![waiting("app", "PodInitializing")],
+            ..view
+        };
         assert_eq!(compute_status(&pod("Never"), &failed, ts(30)).phase.as_deref(), Some("Failed"));
         assert_eq!(compute_status(&pod("OnFailure"), &failed, ts(30)).phase.as_deref(), Some("Pending"));
         // no init containers: no initContainerStatuses
         let plain = PodView { init_containers: vec![], ..failed };
         assert!(compute_status(&pod("Always"), &plain, ts(40)).init_container_statuses.is_none());
+    }
+
+    #[test]
+    fn sidecars_initialize_once_started_count_for_readiness_and_never_fail_the_pod() {
+        let sidecar = |ready: bool, started: bool| ContainerView { sidecar: true, started, ..running("proxy", ready) };
+        let waiting_app = ContainerView {
+            state: Observed::Waiting { reason: "PodInitializing".into(), message: None },
+            ready: false,
+            started: false,
+            ..running("app", false)
+        };
+        let condition = |s: &PodStatus, type_: &str| {
+            s.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_ == type_)).cloned().expect("condition")
+        };
+        // running but its startup probe has not passed: not initialized yet
+        let view = PodView {
+            init_containers: vec![sidecar(false, false)],
+            containers: vec![waiting_app.clone()],
+            host_ip: "h".into(),
+            pod_ip: None,
+            start_time: None,
+        };
+        let s = compute_status(&pod("Never"), &view, ts(10));
+        assert_eq!((s.phase.as_deref(), condition(&s, "Initialized").status.as_str()), (Some("Pending"), "False"));
+        // started: initialized, though not ready; the pod is Ready only once the sidecar is
+        let view = PodView { init_containers: vec![sidecar(false, true)], containers: vec![running("app", true)], ..view };
+        let s = compute_status(&pod("Never"), &view, ts(20));
+        assert_eq!((s.phase.as_deref(), condition(&s, "Initialized").status.as_str()), (Some("Running"), "True"));
+        assert_eq!(condition(&s, "Ready").status, "False");
+        assert_eq!(condition(&s, "Ready").message.as_deref(), Some("containers with unready status: [proxy]"));
+        let ready = PodView { init_containers: vec![sidecar(true, true)], ..view.clone() };
+        assert_eq!(condition(&compute_status(&pod("Never"), &ready, ts(30)), "Ready").status, "True");
+        // a sidecar that crashed after the app started: still initialized, waiting to restart
+        let crashed = ContainerView {
+            state: Observed::Waiting { reason: "CrashLoopBackOff".into(), message: None },
+            last: Some(terminated(1)),
+            started: false,
+            ..sidecar(false, false)
+        };
+        let view = PodView { init_containers: vec![crashed.clone()], ..view };
+        let s = compute_status(&pod("Never"), &view, ts(40));
+        assert_eq!((s.phase.as_deref(), condition(&s, "Initialized").status.as_str()), (Some("Running"), "True"));
+        // a sidecar that failed before the app ran does not fail a restartPolicy Never pod
+        let early = PodView { init_containers: vec![ContainerView { state: Observed::Terminated(terminated(1)), ..crashed }], containers: vec![waiting_app], ..view.clone() };
+        assert_eq!(compute_status(&pod("Never"), &early, ts(50)).phase.as_deref(), Some("Pending"));
+        // the app completed: the pod's phase is the app's, whatever the sidecar does
+        let done = ContainerView { state: Observed::Terminated(terminated(0)), ready: false, ..running("app", false) };
+        let view = PodView { init_containers: vec![sidecar(true, true)], containers: vec![done], ..view };
+        assert_eq!(compute_status(&pod("Never"), &view, ts(60)).phase.as_deref(), Some("Succeeded"));
     }
 }

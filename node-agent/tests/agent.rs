@@ -1,7 +1,7 @@
 //! The node agent against a real 1-replica cluster: a busybox image imported into the agent's
 //! runtime root, a pod bound to the agent's node (no scheduler needed), then Running and Ready,
-//! a restart after its command exits, and graceful deletion. Needs root and busybox-static;
-//! elsewhere it prints a notice and passes. A guard kills the agent and removes its containers,
+//! a restart after its command exits, init containers and a sidecar, and graceful deletion.
+//! Needs root and busybox-static; elsewhere it prints a notice and passes. A guard kills the agent and removes its containers,
 //! network namespaces and mounts also when the test panics.
 
 use std::path::Path;
@@ -97,7 +97,7 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
     std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir");
     std::fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-    for applet in ["sh", "sleep", "echo", "cat", "true"] {
+    for applet in ["sh", "sleep", "echo", "cat", "true", "touch"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
@@ -423,18 +423,84 @@ async fn agent_runs_restarts_and_deletes_a_pod() {
     let failing_record = node_agent::pods::load_record(&node_agent::pods::pod_run_dir(&run_dir, &failing_uid)).expect("state").expect("record");
     assert!(!failing_record.containers.contains_key("app"), "the app container was created: {failing_record:?}");
 
+    // A sidecar (an init container with restartPolicy Always) in a restartPolicy Never pod: the
+    // next init container waits until it has started (its startup probe passed), it runs beside
+    // the app and is restarted after it crashes, and once the app has completed it is stopped and
+    // the pod Succeeded.
+    let mounts = serde_json::json!([{"name": "work", "mountPath": "/work"}]);
+    let sidecar_pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "with-sidecar", "namespace": "default"},
+        "spec": {
+            "nodeName": node_name,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [
+                {"name": "side", "image": IMAGE, "imagePullPolicy": "Never", "restartPolicy": "Always",
+                 "command": ["sh", "-c", "if test -f /work/up; then exec sleep 3600; fi; sleep 1; echo side >> /work/order; touch /work/up; sleep 2; exit 3"],
+                 "startupProbe": {"exec": {"command": ["cat", "/work/up"]}, "periodSeconds": 1},
+                 "volumeMounts": mounts},
+                {"name": "after", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh", "-c", "test -f /work/up && echo after >> /work/order"],
+                 "volumeMounts": mounts}
+            ],
+            "containers": [{
+                "name": "app", "image": IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "cat /work/order; sleep 8"],
+                "volumeMounts": mounts
+            }]
+        }
+    }))
+    .expect("pod json");
+    let sidecar_uid = pods.create(&PostParams::default(), &sidecar_pod).await.expect("create pod").metadata.uid.expect("uid");
+    agent.pod_uids.push(sidecar_uid.clone());
+    let init_status = |p: &Pod, name: &str| {
+        p.status.as_ref().and_then(|s| s.init_container_statuses.as_ref()).and_then(|cs| cs.iter().find(|c| c.name == name).cloned())
+    };
+    let beside = wait_for("the sidecar restarted and running beside the app", Duration::from_secs(60), async || {
+        let p = pods.get("with-sidecar").await.ok()?;
+        let side = init_status(&p, "side")?;
+        let running = side.state.as_ref()?.running.is_some() && side.started == Some(true) && side.restart_count >= 1;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running") && running).then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&beside, "Initialized").as_deref(), Some("True"));
+    let after = init_status(&beside, "after").and_then(|c| c.state?.terminated).expect("after terminated");
+    assert_eq!(after.exit_code, 0, "the init container after the sidecar ran before it had started: {after:?}");
+    let succeeded = wait_for("the sidecar pod to be Succeeded", Duration::from_secs(60), async || {
+        let p = pods.get("with-sidecar").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(p)
+    })
+    .await;
+    let side = wait_for("the sidecar stopped after the app", Duration::from_secs(30), async || {
+        let p = pods.get("with-sidecar").await.ok()?;
+        init_status(&p, "side").filter(|s| s.state.as_ref().is_some_and(|st| st.terminated.is_some()))
+    })
+    .await;
+    let app = succeeded.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).and_then(|c| c.state.as_ref()?.terminated.clone());
+    assert_eq!(app.map(|t| t.exit_code), Some(0));
+    assert!(side.restart_count >= 1, "{side:?}");
+    let app_log = https.get(format!("https://localhost:{port}/containerLogs/default/with-sidecar/app")).send().await.expect("logs");
+    assert_eq!(app_log.text().await.expect("body"), "side\nafter\n", "the app did not see the sidecar start, then the init container");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = pods.get("with-sidecar").await.expect("pod");
+    assert_eq!(init_status(&settled, "side").map(|s| s.restart_count), Some(side.restart_count), "the stopped sidecar was started again");
+
     let params = DeleteParams { grace_period_seconds: Some(5), ..Default::default() };
     pods.delete("sleeper", &params).await.expect("delete pod");
     pods.delete("crasher", &params).await.expect("delete pod");
     pods.delete("initialized", &params).await.expect("delete pod");
     pods.delete("init-fails", &params).await.expect("delete pod");
-    for name in ["crasher", "sleeper", "initialized", "init-fails"] {
+    pods.delete("with-sidecar", &params).await.expect("delete pod");
+    for name in ["crasher", "sleeper", "initialized", "init-fails", "with-sidecar"] {
         wait_for("the pods to be gone", Duration::from_secs(60), async || pods.get_opt(name).await.ok().and_then(|p| p.is_none().then_some(()))).await;
     }
     wait_for("the pod's containers and sandbox to be removed", Duration::from_secs(30), async || {
         let netns = Path::new(node_agent::sandbox::NETNS_DIR);
         let gone = agent.containers(true).is_empty()
-            && [&uid, &sleeper_uid, &initialized_uid, &failing_uid].iter().all(|u| !netns.join(u.as_str()).exists());
+            && [&uid, &sleeper_uid, &initialized_uid, &failing_uid, &sidecar_uid].iter().all(|u| !netns.join(u.as_str()).exists());
         gone.then_some(())
     })
     .await;

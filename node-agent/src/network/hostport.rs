@@ -87,12 +87,15 @@ pub fn render_table(config: &TableConfig, ports: &[HostPort]) -> String {
     out
 }
 
-/// The hostPorts a pod's containers ask for (`ports[].hostPort`), mapped to `pod_ip`. Ports
-/// with a protocol other than TCP or UDP, or out of range, are left out with a warning.
+/// The hostPorts a pod's containers and sidecars ask for (`ports[].hostPort`), mapped to
+/// `pod_ip`. Ports with a protocol other than TCP or UDP, or out of range, are left out with a
+/// warning.
 pub fn pod_host_ports(pod: &Pod, pod_ip: Ipv4Addr) -> Vec<HostPort> {
     let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
+    let inits = pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()).unwrap_or(&[]);
+    let sidecars = inits.iter().filter(|c| crate::pods::is_sidecar(c));
     let mut out = Vec::new();
-    for port in containers.iter().flat_map(|c| c.ports.iter().flatten()) {
+    for port in containers.iter().chain(sidecars).flat_map(|c| c.ports.iter().flatten()) {
         let Some(host_port) = port.host_port.filter(|p| *p > 0) else { continue };
         let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
             "TCP" => Protocol::Tcp,
@@ -172,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn host_ports_come_from_the_containers_ports() {
+    fn host_ports_come_from_the_containers_and_sidecars_ports() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web"},
             "spec": {"containers": [
@@ -183,6 +186,10 @@ mod tests {
                     {"containerPort": 9, "hostPort": 9, "protocol": "SCTP"}
                 ]},
                 {"name": "b", "ports": [{"containerPort": 443, "hostPort": 8443, "hostIP": "0.0.0.0"}]}
+            ],
+            "initContainers": [
+                {"name": "setup", "ports": [{"containerPort": 1, "hostPort": 1}]},
+                {"name": "proxy", "restartPolicy": "Always", "ports": [{"containerPort": 15001, "hostPort": 15001}]}
             ]}
         }))
         .unwrap();
@@ -194,6 +201,7 @@ mod tests {
                 HostPort { protocol: Protocol::Tcp, host_ip: None, host_port: 8080, pod_ip: ip, container_port: 80 },
                 HostPort { protocol: Protocol::Udp, host_ip: Some(Ipv4Addr::new(10, 0, 0, 5)), host_port: 5353, pod_ip: ip, container_port: 53 },
                 HostPort { protocol: Protocol::Tcp, host_ip: None, host_port: 8443, pod_ip: ip, container_port: 443 },
+                HostPort { protocol: Protocol::Tcp, host_ip: None, host_port: 15001, pod_ip: ip, container_port: 15001 },
             ]
         );
     }
