@@ -294,6 +294,12 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let big = "x".repeat(3 * 1024 * 1024 + 10);
     check(http.post(&coll).json(&cm("big", &big)), 413, "RequestEntityTooLarge", "larger than").await;
     check(http.post(&coll).json(&cm("Bad_Name", "1")), 422, "Invalid", "metadata.name: Invalid value: \"Bad_Name\"").await;
+    // The details as kube-apiserver gives them: the Kind, and causes naming the field apart.
+    let body: Value = http.post(&coll).json(&cm("Bad_Name", "1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((&body["details"]["kind"], &body["details"]["name"]), (&json!("ConfigMap"), &json!("Bad_Name")), "{body}");
+    let cause = &body["details"]["causes"][0];
+    assert_eq!((&cause["reason"], &cause["field"]), (&json!("FieldValueInvalid"), &json!("metadata.name")), "{body}");
+    assert!(cause["message"].as_str().is_some_and(|m| m.starts_with("Invalid value: \"Bad_Name\": ")), "{body}");
     check(http.post(&coll).json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})), 422, "Invalid", "metadata.name: Required value").await;
     let mut typo = good_deploy.clone();
     typo["spec"]["replcas"] = json!(2);

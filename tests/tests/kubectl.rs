@@ -89,6 +89,18 @@ async fn kubectl_gets_applies_and_deletes() {
     let o = c.kubectl(&["apply", "-f", "-"], Some(&typo)).unwrap().unwrap();
     assert!(!o.status.success(), "a typo was accepted: {}", text(&o));
     assert!(text(&o).contains("replcas"), "{}", text(&o));
+    // an invalid value is refused the way kube-apiserver refuses it, nothing is made, and kubectl
+    // prints the Kind and each field once
+    let bad = DEPLOYMENT.replace("name: web\n  labels", "name: bad\n  labels").replace("      - name: web\n", "      - name: web\n        restartPolicy: Always\n");
+    let o = c.kubectl(&["apply", "-f", "-"], Some(&bad)).unwrap().unwrap();
+    assert!(!o.status.success(), "an invalid Deployment was accepted: {}", text(&o));
+    assert!(
+        text(&o).contains("The Deployment \"bad\" is invalid: spec.template.spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers"),
+        "{}",
+        text(&o)
+    );
+    let o = c.kubectl(&["get", "deploy", "bad"], None).unwrap().unwrap();
+    assert!(!o.status.success(), "the invalid Deployment exists: {}", text(&o));
 
     let o = c.kubectl(&["delete", "deployment", "web"], None).unwrap().unwrap();
     assert!(o.status.success(), "kubectl delete: {}", text(&o));

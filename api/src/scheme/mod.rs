@@ -143,6 +143,15 @@ impl FieldErrorKind {
     }
 }
 
+impl FieldError {
+    /// The error without its field path, as a Status cause's `message` carries it (the path is
+    /// the cause's `field`; kubectl prints `field: message`).
+    pub fn body(&self) -> String {
+        let full = self.to_string();
+        full.strip_prefix(&format!("{}: ", self.path)).map(str::to_string).unwrap_or(full)
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.path)?;

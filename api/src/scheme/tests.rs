@@ -332,6 +332,19 @@ fn pod_rules() {
 }
 
 #[test]
+fn a_field_errors_body_leaves_the_path_to_the_causes_field() {
+    let e = FieldError {
+        path: "spec.initContainers[0].restartPolicy".into(),
+        kind: FieldErrorKind::NotSupported("\"Never\"".into(), vec!["Always".into()]),
+        detail: String::new(),
+    };
+    assert_eq!(e.to_string(), "spec.initContainers[0].restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"");
+    assert_eq!(e.body(), "Unsupported value: \"Never\": supported values: \"Always\"");
+    let forbidden = FieldError { path: "spec.x".into(), kind: FieldErrorKind::Forbidden, detail: "not here".into() };
+    assert_eq!(forbidden.body(), "Forbidden: not here");
+}
+
+#[test]
 fn pod_defaults() {
     let body = with(
         pod(),

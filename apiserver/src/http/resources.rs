@@ -355,7 +355,7 @@ pub fn admit_error(info: &ResourceInfo, name: &str, e: AdmitError) -> ApiError {
         AdmitError::Invalid { errors, .. } => {
             let causes: Vec<Value> = errors
                 .iter()
-                .map(|fe| json!({ "reason": cause_reason(&fe.kind), "message": fe.to_string(), "field": fe.path }))
+                .map(|fe| json!({ "reason": cause_reason(&fe.kind), "message": fe.body(), "field": fe.path }))
                 .collect();
             ApiError::invalid(info, name, e.to_string(), Value::Array(causes))
         }

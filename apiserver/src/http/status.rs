@@ -90,9 +90,13 @@ impl ApiError {
         )
     }
 
+    /// 422 Invalid: unlike the other errors, kube-apiserver names the Kind (not the resource) in
+    /// `details.kind`, and each cause's message leaves the field out (kubectl prints
+    /// `The Pod "web" is invalid: field: message`).
     pub fn invalid(info: &ResourceInfo, name: &str, message: impl Into<String>, causes: serde_json::Value) -> Self {
         let mut e = Self::new(422, "Invalid", message).with_details(info, name);
         if let Some(d) = e.details.as_mut() {
+            d["kind"] = json!(info.kind);
             d["causes"] = causes;
         }
         e
