@@ -1075,8 +1075,9 @@ impl Worker {
             let grace = if grace == 0 { 0 } else { left.max(MIN_SIDECAR_GRACE_SECONDS).min(grace) };
             let _ = self.stop_and_remove(pod, name, id, grace).await;
         }
-        // Before the namespace goes: the veth, the hostPorts and the address. Without the
-        // network up yet, the next complete pod list frees them (`release_missing`).
+        // Before the namespace goes: the hostPorts and the address (the veth goes with the
+        // namespace). Without the network up yet, the next complete pod list frees them
+        // (`release_missing`).
         let net = self.ctx.network.borrow().clone();
         if let Some(net) = net {
             if let Err(e) = net.detach(&self.uid).await {

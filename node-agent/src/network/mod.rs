@@ -190,10 +190,14 @@ impl NodeNetwork {
         Ok(ip)
     }
 
-    /// Disconnects the pod: veth deleted, hostPorts dropped, address freed (the lock taken
-    /// only for the last two, as in [`NodeNetwork::attach`]).
+    /// Disconnects the pod: hostPorts dropped, address freed (under the lock, as in
+    /// [`NodeNetwork::attach`]). The veth is left to go with the pod's network namespace, which
+    /// the caller removes next: the kernel then destroys the pair in its batched namespace
+    /// clean-up, about 2 ms of the rtnl lock per pod where deleting the link by itself holds it
+    /// for 21-23 ms (measured for 100 pairs with `ip`), which serialized a burst of deletions on
+    /// every agent of the machine. A namespace kept alive by something else leaves its veth on
+    /// the bridge until [`NodeNetwork::release_missing`] removes it.
     pub async fn detach(&self, uid: &str) -> Result<(), NetworkError> {
-        self.netlink.delete_link(&veth_name(uid)).await?;
         let mut state = self.state.lock().await;
         if state.host_ports.remove(uid).is_some() {
             self.apply_table(&mut state).await?;
