@@ -25,7 +25,7 @@ use api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use api::meta::{LabelSelector as MetaLabelSelector, ObjectMeta, Time};
 use api::selector::LabelSelector;
 
-use crate::events::{object_reference, EventType, Recorder};
+use api::client::events::{object_reference, EventType, Recorder};
 use crate::hash::{pod_template_hash, POD_TEMPLATE_HASH_LABEL};
 use crate::informer::{Change, Informer, ObjectKey, Store};
 use crate::util::{self, Reconciler, WorkQueue};
@@ -1159,7 +1159,7 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), 
         )
     };
     let controller = Arc::new(Controller {
-        recorder: Recorder::new(client.clone(), COMPONENT),
+        recorder: Recorder::new(client.clone(), COMPONENT, None),
         client,
         deployments,
         sets,
@@ -1260,13 +1260,12 @@ impl Reconciler for Controller {
                 // Retrying cannot help until the user fixes the Deployment, which queues it.
                 tracing::warn!(%key, %error, "not syncing deployment");
                 self.recorder
-                    .record(
-                        &object_reference("apps/v1", "Deployment", &d.metadata),
+                    .emit(
+                        object_reference("apps/v1", "Deployment", &d.metadata),
                         EventType::Warning,
                         "InvalidDeployment",
                         &error.to_string(),
-                    )
-                    .await;
+                    );
                 return Ok(None);
             }
         };
@@ -1313,13 +1312,12 @@ impl Reconciler for Controller {
                     self.sets.store().apply(Arc::new(created));
                     if size > 0 {
                         self.recorder
-                            .record(
-                                &d_ref,
+                            .emit(
+                                d_ref.clone(),
                                 EventType::Normal,
                                 "ScalingReplicaSet",
                                 &format!("Scaled up replica set {rs_name} from 0 to {size}"),
-                            )
-                            .await;
+                            );
                     }
                 }
                 Action::Update { rs, scaled } => {
@@ -1330,15 +1328,14 @@ impl Reconciler for Controller {
                         let direction = if to > from { "up" } else { "down" };
                         tracing::info!(%key, replicaset = %rs_name, from, to, "scaled replica set");
                         self.recorder
-                            .record(
-                                &d_ref,
+                            .emit(
+                                d_ref.clone(),
                                 EventType::Normal,
                                 "ScalingReplicaSet",
                                 &format!(
                                     "Scaled {direction} replica set {rs_name} from {from} to {to}"
                                 ),
-                            )
-                            .await;
+                            );
                     }
                 }
                 Action::Delete(rs_name) => {

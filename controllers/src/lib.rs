@@ -7,7 +7,6 @@
 
 pub mod deployment;
 pub mod endpoints;
-pub mod events;
 pub mod gc;
 pub mod hash;
 pub mod informer;

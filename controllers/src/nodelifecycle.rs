@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::events::{object_reference, EventType, Recorder};
+use api::client::events::{object_reference, EventType, Recorder};
 use crate::informer::{Informer, ObjectKey};
 use crate::ControllerError;
 pub use api::taints::tolerates;
@@ -109,7 +109,7 @@ pub async fn run(
         }
     }
     tracing::info!(cluster_cidr = %config.cluster_cidr, "node lifecycle controller started");
-    let recorder = Recorder::new(client.clone(), COMPONENT);
+    let recorder = Recorder::new(client.clone(), COMPONENT, None);
     let mut monitor = Monitor {
         client,
         config,
@@ -423,13 +423,12 @@ impl Monitor {
                 tracing::info!(node = %name, "node stopped renewing its lease, marking it NotReady");
                 let reference = object_reference("v1", "Node", &node.metadata);
                 self.recorder
-                    .record(
-                        &reference,
+                    .emit(
+                        reference.clone(),
                         EventType::Normal,
                         "NodeNotReady",
                         &format!("Node {name} status is now: NodeNotReady"),
-                    )
-                    .await;
+                    );
             }
             if expired {
                 self.mark_pods_not_ready(&node_pods, now).await;
@@ -531,13 +530,12 @@ impl Monitor {
                     tracing::info!(pod = %key, node = ?pod.spec.as_ref().and_then(|s| s.node_name.as_deref()), "evicted pod from unreachable node");
                     let reference = object_reference("v1", "Pod", &pod.metadata);
                     self.recorder
-                        .record(
-                            &reference,
+                        .emit(
+                            reference.clone(),
                             EventType::Normal,
                             "TaintManagerEviction",
                             &format!("Marking for deletion Pod {key}"),
-                        )
-                        .await;
+                        );
                 }
                 Err(error) if error.is_not_found() => {}
                 Err(error) => tracing::warn!(pod = %key, %error, "cannot evict pod, will retry"),
@@ -578,13 +576,12 @@ impl Monitor {
             ..Default::default()
         };
         self.recorder
-            .record(
-                &reference,
+            .emit(
+                reference.clone(),
                 EventType::Normal,
                 "RemovingNode",
                 &format!("Node {name} event: Removing Node {name} from Controller"),
-            )
-            .await;
+            );
         for pod in pods.store().list() {
             if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(name) {
                 continue;

@@ -20,7 +20,7 @@ use api::core::Pod;
 use api::meta::ObjectMeta;
 use api::selector::LabelSelector;
 
-use crate::events::{object_reference, EventType, Recorder};
+use api::client::events::{object_reference, EventType, Recorder};
 use crate::informer::{Change, Informer, Store};
 use crate::util::{self, Expectations, Reconciler, WorkQueue};
 use crate::ControllerError;
@@ -236,7 +236,7 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), 
         )
     };
     let controller = Arc::new(Controller {
-        recorder: Recorder::new(client.clone(), COMPONENT),
+        recorder: Recorder::new(client.clone(), COMPONENT, None),
         client,
         sets,
         pods,
@@ -415,13 +415,12 @@ impl Reconciler for Controller {
                             failed = true;
                             self.expectations.creation_observed(key);
                             self.recorder
-                                .record(
-                                    &rs_ref,
+                                .emit(
+                                    rs_ref.clone(),
                                     EventType::Warning,
                                     "FailedCreate",
                                     &format!("Error creating: {error}"),
-                                )
-                                .await;
+                                );
                             first_error.get_or_insert(error);
                         }
                     }
@@ -432,7 +431,7 @@ impl Reconciler for Controller {
                 tokio::spawn(async move {
                     for pod_name in names {
                         let message = format!("Created pod: {pod_name}");
-                        recorder.record(&rs_ref, EventType::Normal, "SuccessfulCreate", &message).await;
+                        recorder.emit(rs_ref.clone(), EventType::Normal, "SuccessfulCreate", &message);
                     }
                 });
                 if failed {
@@ -453,13 +452,12 @@ impl Reconciler for Controller {
                 match pod_api.delete(pod_name, &DeleteParams::default()).await {
                     Ok(_) => {
                         self.recorder
-                            .record(
-                                &rs_ref,
+                            .emit(
+                                rs_ref.clone(),
                                 EventType::Normal,
                                 "SuccessfulDelete",
                                 &format!("Deleted pod: {pod_name}"),
-                            )
-                            .await;
+                            );
                     }
                     Err(error) => {
                         self.expectations.deletion_observed(key, pod_name);

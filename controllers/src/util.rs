@@ -1,7 +1,7 @@
 //! What the ReplicaSet and Deployment controllers share: a de-duplicating work queue with
 //! per-key back-off and the workers that drain it ([`run_workers`]), creation/deletion
 //! expectations, pod readiness and availability, owner references and slow-start batches.
-//! Their caches are [`crate::informer`]s and their Events go through [`crate::events`].
+//! Their caches are [`crate::informer`]s and their Events go through `api::client::events`.
 //!
 //! Written here rather than taken from kube-runtime because the API client is Flotilla's own;
 //! the shapes follow kube-runtime's and client-go's workqueue.

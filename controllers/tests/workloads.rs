@@ -342,28 +342,22 @@ async fn deployment_rolls_out_scales_stalls_and_rolls_back() {
         .collect();
     assert_eq!(sizes, vec![(4, "busybox:v2".to_string())]);
 
+    // Events are written in the background, a moment after what they tell.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let messages: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("ScalingReplicaSet"))
-        .filter_map(|e| e.message)
-        .collect();
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.starts_with("Scaled up replica set web-") && m.ends_with(" from 0 to 3")),
-        "{messages:?}"
-    );
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.starts_with("Scaled down replica set web-")),
-        "{messages:?}"
-    );
+    let scaled = || async {
+        let messages: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ScalingReplicaSet"))
+            .filter_map(|e| e.message)
+            .collect();
+        messages.iter().any(|m| m.starts_with("Scaled up replica set web-") && m.ends_with(" from 0 to 3"))
+            && messages.iter().any(|m| m.starts_with("Scaled down replica set web-"))
+    };
+    wait_for("ScalingReplicaSet Events: scaled up from 0 to 3, and scaled down", Duration::from_secs(10), scaled).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -20,7 +20,7 @@ use runtime::container::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::events::Recorder;
+use api::client::events::Recorder;
 use crate::join::{self, CredentialSource};
 use crate::network;
 use crate::node::{self, NodeConfig};
@@ -79,7 +79,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let ctx = Arc::new(PodContext {
         client: client.clone(),
         runtime: runtime.clone(),
-        recorder: Recorder::new(client.clone(), COMPONENT, &config.node.name),
+        recorder: Recorder::new(client.clone(), COMPONENT, Some(&config.node.name)),
         data_dir: config.data_dir.clone(),
         netns_dir: config.netns_dir.clone(),
         run_dir: config.run_dir.clone(),

@@ -13,7 +13,7 @@
 //!   nftables table (masquerade, hostPorts), the pods' hostname, resolv.conf and hosts files.
 //! - [`proxy`]: Services as an nftables table of the node (ClusterIP and NodePort DNAT to ready
 //!   endpoints); [`dns`]: the cluster DNS server on the bridge gateway.
-//! - [`events`]: core/v1 Events, de-duplicated.
+//! - Events go through `api::client::events` (queued, repeats counted), shared with the controllers and the scheduler.
 //! - [`server`]: the HTTPS server for logs and exec.
 //! - [`podspec`], [`env`], [`volumes`], [`probe`], [`pull`]: from a pod spec to run options,
 //!   volumes, probes and images.
@@ -21,7 +21,6 @@
 pub mod agent;
 pub mod dns;
 pub mod env;
-pub mod events;
 pub mod join;
 pub mod network;
 pub mod node;

@@ -31,7 +31,7 @@ use runtime::container::{ContainerError, Runtime, Status};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::events::{EventType, Recorder};
+use api::client::events::{EventType, Recorder};
 use crate::podspec::{self, References};
 use crate::probe::{self, ProbeKind, ProbeOutcome, ProbeState, ProbeTarget, Prober};
 use crate::status::{self, ContainerView, Observed, PodView, Terminated};

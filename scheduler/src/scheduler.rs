@@ -5,10 +5,12 @@
 //! assumed on its node the moment it is chosen, before its binding is sent. The [`binder`]
 //! sends bindings in batches and reports each pod's outcome back over a channel; a failed one is
 //! forgotten and the pod is tried again. Status updates and Events are written on the side, off
-//! the bindings' path, a few at a time: Events queue (up to `EVENT_BACKLOG`), wait (up to
-//! `EVENT_MAX_DEFER`) while bindings are being written, since both compete for the same Raft
-//! log, and are retried when the apiserver is busy rather than dropped, so every `Scheduled`
-//! Event is written.
+//! the bindings' path, a few at a time: `Scheduled` Events queue (up to `EVENT_BACKLOG`), wait
+//! (up to `EVENT_MAX_DEFER`) while bindings are being written, since both compete for the same
+//! Raft log, and are retried when the apiserver is busy rather than dropped, so every one is
+//! written. `FailedScheduling` Events, which repeat for a pod at every retry, go through the
+//! shared recorder (`api::client::events`) instead, which counts repeats on one Event as
+//! Kubernetes does (`kubectl describe` shows `(x5 over 2m)`).
 //!
 //! [`binder`]: crate::binder
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::client::bindings::BindError;
+use api::client::events::{object_reference, EventType, Recorder};
 use api::client::watcher::{watcher, Event as WatchEvent};
 use api::client::{Api, Client, ClientError, ListParams, Patch, PatchParams, PostParams};
 use api::core::{Event, EventSource, Node, ObjectReference, Pod};
@@ -107,7 +110,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), SchedulerError>
         side.clone(),
         busy_rx,
     ));
-    let mut state = State::new(client, options, assign_tx, event_tx, side);
+    let recorder = Recorder::new(client.clone(), DEFAULT_SCHEDULER_NAME, None);
+    let mut state = State::new(client, options, assign_tx, event_tx, side, recorder);
     let result = 'main: loop {
         let now = Instant::now();
         state.queue.flush(now);
@@ -198,6 +202,8 @@ struct State {
     assign_tx: mpsc::UnboundedSender<Assignment>,
     event_tx: mpsc::Sender<Event>,
     side: Arc<Semaphore>,
+    /// For FailedScheduling Events (repeats counted).
+    recorder: Recorder,
     /// A node or a pod's placement changed since the last re-queue of unschedulable pods.
     changed: bool,
     last_change_flush: Instant,
@@ -220,6 +226,7 @@ impl State {
         assign_tx: mpsc::UnboundedSender<Assignment>,
         event_tx: mpsc::Sender<Event>,
         side: Arc<Semaphore>,
+        recorder: Recorder,
     ) -> State {
         State {
             client,
@@ -232,6 +239,7 @@ impl State {
             assign_tx,
             event_tx,
             side,
+            recorder,
             changed: false,
             last_change_flush: Instant::now(),
             nodes_synced: false,
@@ -383,15 +391,18 @@ impl State {
                         self.side.clone(),
                     ));
                 }
-                let event = pod_event(
-                    &info.namespace,
-                    &info.name,
-                    &info.uid,
-                    "Warning",
+                let meta = ObjectMeta {
+                    namespace: Some(info.namespace.clone()),
+                    name: Some(info.name.clone()),
+                    uid: Some(info.uid.clone()).filter(|u| !u.is_empty()),
+                    ..ObjectMeta::default()
+                };
+                self.recorder.emit(
+                    object_reference("v1", "Pod", &meta),
+                    EventType::Warning,
                     "FailedScheduling",
                     &message,
                 );
-                self.emit(event);
             }
         }
     }
@@ -599,7 +610,7 @@ mod tests {
     async fn a_chosen_pod_is_assumed_at_once_and_forgotten_when_its_binding_fails() {
         let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
         let (assign_tx, assign_rx) = mpsc::unbounded_channel();
-        let (event_tx, mut event_rx) = mpsc::channel(16);
+        let (event_tx, _event_rx) = mpsc::channel(16);
         let client = unreachable_client().await;
         let options = Options::default();
         let (busy, _) = watch::channel(0);
@@ -610,12 +621,14 @@ mod tests {
             bind_tx,
             busy,
         ));
+        let recorder = Recorder::new(client.clone(), DEFAULT_SCHEDULER_NAME, None);
         let mut state = State::new(
             client,
             options,
             assign_tx,
             event_tx,
             Arc::new(Semaphore::new(1)),
+            recorder,
         );
         state.on_pod_event(WatchEvent::Restarted(vec![
             pod("a", "600m", "1Mi"),
@@ -643,8 +656,8 @@ mod tests {
         // b no longer fits next to the assumed a.
         state.schedule_next();
         assert!(!state.cache.is_assumed("default/b"));
-        let failed = event_rx.try_recv().map(|e| e.reason.unwrap_or_default());
-        assert_eq!(failed.as_deref(), Ok("FailedScheduling"));
+        let why = state.pending.get("default/b").and_then(|p| p.unschedulable_message.clone());
+        assert!(why.is_some_and(|m| m.starts_with("0/1 nodes are available")), "b is marked unschedulable");
 
         let done = match tokio::time::timeout(Duration::from_secs(10), bind_rx.recv()).await {
             Ok(Some(done)) => done,

@@ -11,7 +11,7 @@
 //! They need root (namespaces, mounts) and busybox-static; elsewhere they print a notice and pass.
 //! The cluster is torn down by `Cluster`'s Drop, also when an assertion fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -81,6 +81,13 @@ async fn deployment_spreads_scales_rolls_stalls_undoes_and_deletes() {
     let test = "deployment_spreads_scales_rolls_stalls_undoes_and_deletes";
     let Some((c, image)) = cluster(test, "") else { return };
     let selector = "app=web";
+
+    // A pod that fits nowhere, left Pending for the whole test (checked at the end).
+    apply(
+        &c,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "too-big", "namespace": "default"},
+                "spec": {"containers": [{"name": "main", "image": image, "resources": {"requests": {"memory": "1000Gi"}}}]}}),
+    );
 
     // 6 replicas, all Running, spread 2/2/2.
     apply(&c, &deployment("web", &image, 6));
@@ -215,6 +222,33 @@ async fn deployment_spreads_scales_rolls_stalls_undoes_and_deletes() {
         all_gone.then_some(())
     })
     .await;
+
+    // The pod that fits nowhere stayed Pending with the scheduler's reason, and its repeated
+    // FailedScheduling is counted on one Event per message, as `kubectl describe` shows it.
+    let big = get(&c, "/api/v1/namespaces/default/pods/too-big").await.expect("the too-big pod");
+    assert_eq!(big["status"]["phase"], "Pending", "{big}");
+    let scheduled = big["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned()).expect("PodScheduled");
+    assert_eq!((&scheduled["status"], &scheduled["reason"]), (&json!("False"), &json!("Unschedulable")), "{scheduled}");
+    assert_eq!(scheduled["message"], "0/3 nodes are available: 3 Insufficient memory.", "{scheduled}");
+    let failed = wait_for("the FailedScheduling Event counted at least twice", Duration::from_secs(30), || async {
+        let events = get(&c, "/api/v1/namespaces/default/events").await?;
+        let failed: Vec<Value> = events["items"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "too-big" && e["reason"] == "FailedScheduling")
+            .cloned()
+            .collect();
+        failed.iter().any(|e| e["count"].as_i64().unwrap_or(0) >= 2).then_some(failed)
+    })
+    .await;
+    let messages: BTreeSet<&str> = failed.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(messages.len(), failed.len(), "one Event per message, repeats counted on it: {failed:#?}");
+    if tests::kubectl().is_some() {
+        let o = c.kubectl(&["describe", "pod", "too-big"], None).expect("kubectl").expect("kubectl present");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.lines().any(|l| l.contains("FailedScheduling") && l.contains("(x")), "kubectl describe shows the count:\n{text}");
+    }
+    ctl_ok(&c, &["delete", "pod", "too-big"]);
 }
 
 /// (id, pid) of the running containers a node's runtime holds.

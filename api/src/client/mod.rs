@@ -8,11 +8,13 @@
 //! - [`watch`]: the wire watch event and the decoding of the newline-delimited watch stream.
 //! - [`watcher`]: list-then-watch with re-list on 410, as a pure state machine plus a stream.
 //! - [`cluster`]: Flotilla's admin routes (replica status, add and remove replicas).
+//! - [`events`]: the Event recorder every component uses (queued, repeats counted).
 
 mod api;
 pub mod bindings;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod leader;
 mod error;
 mod failover;
