@@ -8,6 +8,7 @@
 //! - [`scheme`]: decoding a body into its typed form (unknown fields per `fieldValidation`),
 //!   defaulting as Kubernetes defaults, and validation with the field path in every message.
 //! - [`selector`]: label selectors (equality and set-based) and field selectors.
+//! - [`pods`]: what several components must read the same way in a pod spec (sidecars).
 //! - [`printers`]: kubectl's columns for each kind, shared by `ctl get` and the server's Table answers.
 //! - [`client`]: the HTTPS client (CA, bearer token, several servers with fail-over), typed
 //!   get/list/create/update/patch/delete/watch, and the watcher state machine.
@@ -19,6 +20,7 @@
 //! **This crate does no I/O besides its client, and knows nothing of axum or openraft.**
 
 pub mod client;
+pub mod pods;
 pub mod printers;
 pub mod resource;
 pub mod scheme;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use api::client::{Api, Client, DeleteParams, Patch, PatchParams};
 use api::core::{Container, Pod, PodStatus};
 use api::meta::Preconditions;
+use api::pods::is_sidecar;
 use jiff::Timestamp;
 use runtime::container::{ContainerError, Runtime, Status};
 use serde::{Deserialize, Serialize};
@@ -152,9 +153,10 @@ pub fn init_restart_policy(policy: &str) -> &'static str {
     if policy == "Never" { "Never" } else { "OnFailure" }
 }
 
-/// Whether an init container is a sidecar: `restartPolicy: Always`.
-pub fn is_sidecar(container: &Container) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
+/// Whether a container gets probes: the pod's own and sidecars; a plain init container runs to
+/// its end unprobed (the apiserver refuses probes on one).
+fn is_probed(container: &Container, init: bool) -> bool {
+    !init || is_sidecar(container)
 }
 
 /// The restart policy a container runs under: a sidecar's own, an init container's derived from
@@ -168,10 +170,13 @@ fn restart_policy_of(pod: &Pod, container: &Container, init: bool) -> String {
     }
 }
 
+/// A container to stop: (container name, runtime id).
+pub type Stop = (String, String);
+
 /// The order in which a pod's containers are stopped: everything but the sidecars at once, then
-/// the sidecars one by one, last first. `ids` are (container name, runtime id); `sidecars` the
-/// sidecars' names in the order of `spec.initContainers`.
-pub fn stop_order(ids: Vec<(String, String)>, sidecars: &[String]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// the sidecars one by one, last first. `sidecars` are the sidecars' names in the order of
+/// `spec.initContainers`.
+pub fn stop_order(ids: Vec<Stop>, sidecars: &[String]) -> (Vec<Stop>, Vec<Stop>) {
     let (mut later, first): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(name, _)| sidecars.contains(name));
     let position = |name: &str| sidecars.iter().position(|s| s == name).unwrap_or(0);
     later.sort_by_key(|(name, _)| std::cmp::Reverse(position(name)));
@@ -584,7 +589,7 @@ impl Worker {
     /// its end, restarts it after its back-off, or leaves it ended.
     async fn sync_container(&mut self, pod: &Pod, container: &Container, init: bool, policy: &str) {
         let name = container.name.clone();
-        let probed = !init || is_sidecar(container);
+        let probed = is_probed(container, init);
         let mut rec = self.records(init).get(&name).cloned().unwrap_or_default();
 
         if let Some(id) = rec.id.clone() {
@@ -761,7 +766,7 @@ impl Worker {
                     }
                 }
                 self.waiting.remove(&name);
-                if !init || is_sidecar(container) {
+                if is_probed(container, init) {
                     let probes = new_probes(container, self.ctx.runtime.root(), image_id.as_deref());
                     self.probes.insert(name.clone(), probes);
                 }

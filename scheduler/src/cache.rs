@@ -116,7 +116,7 @@ impl PodInfo {
         let (mut init_cpu, mut init_memory) = (0i64, 0i64);
         for container in spec.init_containers.iter().flatten() {
             let (cpu, memory) = container_requests(container);
-            let sidecar = container.restart_policy.as_deref() == Some("Always");
+            let sidecar = api::pods::is_sidecar(container);
             if sidecar {
                 sidecar_cpu = sidecar_cpu.saturating_add(cpu);
                 sidecar_memory = sidecar_memory.saturating_add(memory);

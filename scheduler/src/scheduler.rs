@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::client::bindings::BindError;
-use api::client::events::{object_reference, EventType, Recorder};
+use api::client::events::{event_name, object_reference, EventType, Recorder};
 use api::client::watcher::{watcher, Event as WatchEvent};
 use api::client::{Api, Client, ClientError, ListParams, Patch, PatchParams, PostParams};
 use api::core::{Event, EventSource, Node, ObjectReference, Pod};
@@ -391,14 +391,8 @@ impl State {
                         self.side.clone(),
                     ));
                 }
-                let meta = ObjectMeta {
-                    namespace: Some(info.namespace.clone()),
-                    name: Some(info.name.clone()),
-                    uid: Some(info.uid.clone()).filter(|u| !u.is_empty()),
-                    ..ObjectMeta::default()
-                };
                 self.recorder.emit(
-                    object_reference("v1", "Pod", &meta),
+                    pod_reference(&info.namespace, &info.name, &info.uid),
                     EventType::Warning,
                     "FailedScheduling",
                     &message,
@@ -415,14 +409,7 @@ impl State {
                     "Successfully assigned {}/{} to {}",
                     done.namespace, done.name, done.node
                 );
-                self.emit(pod_event(
-                    &done.namespace,
-                    &done.name,
-                    &done.uid,
-                    "Normal",
-                    "Scheduled",
-                    &message,
-                ));
+                self.emit(scheduled_event(&done.namespace, &done.name, &done.uid, &message));
             }
             Err(error) => {
                 // A 409 is the usual race (bound elsewhere, being deleted, re-created): the
@@ -489,32 +476,30 @@ async fn set_unschedulable(
 }
 
 /// An Event about a pod, as kube-scheduler writes them.
-fn pod_event(
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) -> Event {
+/// The `involvedObject` of a pod's Events (Scheduled and FailedScheduling alike).
+fn pod_reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
+    let meta = ObjectMeta {
+        namespace: Some(namespace.to_string()),
+        name: Some(name.to_string()),
+        uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
+        ..ObjectMeta::default()
+    };
+    object_reference("v1", "Pod", &meta)
+}
+
+/// The `Scheduled` Event of a bound pod, for the scheduler's own deferred writer.
+fn scheduled_event(namespace: &str, name: &str, uid: &str, message: &str) -> Event {
     let now = jiff::Timestamp::now();
     Event {
         metadata: ObjectMeta {
-            name: Some(format!("{name}.{:016x}", rand::random::<u64>())),
+            name: Some(event_name(name)),
             namespace: Some(namespace.to_string()),
             ..ObjectMeta::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some("Pod".to_string()),
-            namespace: Some(namespace.to_string()),
-            name: Some(name.to_string()),
-            uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.to_string()),
+        involved_object: pod_reference(namespace, name, uid),
+        reason: Some("Scheduled".to_string()),
         message: Some(message.to_string()),
-        type_: Some(type_.to_string()),
+        type_: Some(EventType::Normal.as_str().to_string()),
         source: Some(EventSource {
             component: Some(DEFAULT_SCHEDULER_NAME.to_string()),
             host: None,

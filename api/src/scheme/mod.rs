@@ -147,14 +147,14 @@ impl FieldError {
     /// The error without its field path, as a Status cause's `message` carries it (the path is
     /// the cause's `field`; kubectl prints `field: message`).
     pub fn body(&self) -> String {
-        let full = self.to_string();
-        full.strip_prefix(&format!("{}: ", self.path)).map(str::to_string).unwrap_or(full)
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_body(&mut out);
+        out
     }
-}
 
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.path)?;
+    /// What follows `path: ` in the whole message.
+    fn write_body(&self, f: &mut impl fmt::Write) -> fmt::Result {
         match &self.kind {
             FieldErrorKind::Required => f.write_str("Required value")?,
             FieldErrorKind::Invalid(v) => write!(f, "Invalid value: {v}")?,
@@ -177,6 +177,13 @@ impl fmt::Display for FieldError {
             write!(f, ": {}", self.detail)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.path)?;
+        self.write_body(f)
     }
 }
 

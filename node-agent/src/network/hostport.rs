@@ -93,7 +93,7 @@ pub fn render_table(config: &TableConfig, ports: &[HostPort]) -> String {
 pub fn pod_host_ports(pod: &Pod, pod_ip: Ipv4Addr) -> Vec<HostPort> {
     let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
     let inits = pod.spec.as_ref().and_then(|s| s.init_containers.as_deref()).unwrap_or(&[]);
-    let sidecars = inits.iter().filter(|c| crate::pods::is_sidecar(c));
+    let sidecars = inits.iter().filter(|c| api::pods::is_sidecar(c));
     let mut out = Vec::new();
     for port in containers.iter().chain(sidecars).flat_map(|c| c.ports.iter().flatten()) {
         let Some(host_port) = port.host_port.filter(|p| *p > 0) else { continue };
